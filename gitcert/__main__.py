@@ -1,0 +1,5 @@
+"""Allow ``python -m gitcert``."""
+
+from gitcert.cli import main
+
+main()

@@ -1,0 +1,203 @@
+"""The ``gitcert`` command line: thin commands that parse options, call reconcile, render.
+
+Exit codes (the same for every command):
+
+- 0: success; for ``plan --detailed-exitcode``, success with nothing to do;
+- 1: an error (bad manifests, a failed certificate, sops or git trouble);
+- 2: ``plan --detailed-exitcode`` only: success, and there are changes to apply.
+
+A user's mistake is printed as ``error: file:line: field: what was expected`` with no
+traceback. Anything else is a bug, and its traceback is shown.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from gitcert import __version__, clock, gitops, log, reconcile, render, scaffold
+from gitcert.errors import GitcertError, ManifestError, UserError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Off a terminal (CI logs, pipes) rich would assume 80 columns and fold every table cell.
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def repo_options(func: F) -> F:
+    """--repo, --ref and --now, shared by every command that reads a cert repo."""
+    func = click.option(
+        "--now",
+        metavar="TIME",
+        help=f"Pretend it is TIME (RFC 3339, e.g. 2027-01-01T00:00:00Z). Also ${clock.NOW_ENV}.",
+    )(func)
+    func = click.option(
+        "--ref", metavar="REF", help="Read manifests at this commit, branch or tag [HEAD]."
+    )(func)
+    func = click.option(
+        "--repo",
+        "repo_path",
+        default=".",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The cert repository.",
+    )(func)
+    return func
+
+
+def handle_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ManifestError as exc:
+            for problem in exc.problems:
+                stderr.print(f"[red]error:[/] {problem}", markup=True, highlight=False)
+            stderr.print(f"{len(exc.problems)} problem(s) found; nothing was written.")
+            sys.exit(EXIT_ERROR)
+        except UserError as exc:
+            stderr.print(f"[red]error:[/] {exc}")
+            sys.exit(EXIT_ERROR)
+        except GitcertError as exc:
+            stderr.print(f"[red]error:[/] {exc}")
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="-v shows decisions, -vv mechanics.")
+@click.version_option(__version__, prog_name="gitcert")
+def cli(verbose: int) -> None:
+    """Certificates and trust bundles, reconciled from a git repository."""
+    log.setup(verbose)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--age-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Store the new age identity here [default: where sops looks].",
+)
+@click.option(
+    "--age-recipient",
+    "recipients",
+    multiple=True,
+    metavar="AGE1...",
+    help="Encrypt to this existing recipient instead of making a new key (repeatable).",
+)
+@handle_errors
+def init(directory: Path, age_key_file: Path | None, recipients: tuple[str, ...]) -> None:
+    """Create a new cert repository in DIRECTORY."""
+    result = scaffold.init(directory, age_key_file, list(recipients))
+    stdout.print(f"Initialised a cert repo in {result.path} (commit {result.commit[:12]}).")
+    stdout.print(f"Secrets are encrypted to age recipient {result.recipient}")
+    if not recipients:
+        stdout.print(f"Its identity (private key) is in {result.key_file}; keep it secret.")
+    stdout.print(f"Next: gitcert plan --repo {result.path}")
+
+
+@cli.command()
+@repo_options
+@handle_errors
+def validate(repo_path: Path, ref: str | None, now: str | None) -> None:
+    """Check every manifest; print each problem with file, line and field."""
+    tree = gitops.resolve(gitops.open_repo(repo_path), ref)
+    desired, _ = reconcile.validate(tree)
+    stdout.print(
+        f"{len(desired.certificates)} certificate(s) and {len(desired.issuers)} issuer(s) are valid."
+    )
+
+
+@cli.command()
+@repo_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.",
+)
+@handle_errors
+def plan(
+    repo_path: Path, ref: str | None, now: str | None, fmt: str, detailed_exitcode: bool
+) -> None:
+    """Show what apply would do, and why. Never writes anything."""
+    tree = gitops.resolve(gitops.open_repo(repo_path), ref)
+    result = reconcile.make_plan(tree, clock.from_option(now)())
+    if fmt == "json":
+        sys.stdout.write(render.plan_json(result))
+    elif fmt == "markdown":
+        sys.stdout.write(render.plan_markdown(result))
+    else:
+        render.plan_text(result, stdout)
+    if detailed_exitcode and result.pending:
+        sys.exit(EXIT_CHANGES)
+
+
+@cli.command()
+@repo_options
+@click.option("--push", is_flag=True, help="Push the commit to the configured remote and branch.")
+@handle_errors
+def apply(repo_path: Path, ref: str | None, now: str | None, push: bool) -> None:
+    """Issue, renew and repair what the plan says, then commit (and push)."""
+    repo = gitops.open_repo(repo_path)
+    target = gitops.branch_target(repo, ref)
+    the_plan = reconcile.make_plan(target.tree, clock.from_option(now)())
+    render.plan_text(the_plan, stdout)
+    failed = _apply(the_plan, repo, target) if the_plan.pending else False
+    if push:
+        config = the_plan.config.git
+        gitops.push(repo, config.remote, target.branch, config.branch)
+        stdout.print(f"Pushed {target.branch} to {config.remote} {config.branch}.")
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _apply(the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Target) -> bool:
+    with stdout.status("applying...") as spinner:
+        done = 0
+
+        def progress(outcome: reconcile.Outcome) -> None:
+            nonlocal done
+            done += 1
+            spinner.update(f"applying... {done}/{len(the_plan.pending)}")
+            if not outcome.ok:
+                stderr.print(f"[red]failed:[/] {outcome.change.key}: {outcome.message}")
+
+        result = reconcile.apply(the_plan, repo, target, progress)
+
+    ok = len(result.outcomes) - len(result.failed)
+    commit = result.commit[:12] if result.commit else "none"
+    stdout.print(f"Applied {ok} change(s), {len(result.failed)} failed; commit {commit}.")
+    return bool(result.failed)
+
+
+@cli.command()
+@repo_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def status(repo_path: Path, ref: str | None, now: str | None, fmt: str) -> None:
+    """Each Certificate: ready, expiry, renewal time and the last thing that happened."""
+    tree = gitops.resolve(gitops.open_repo(repo_path), ref)
+    rows = reconcile.certificate_states(reconcile.make_plan(tree, clock.from_option(now)()))
+    if fmt == "json":
+        sys.stdout.write(render.status_json(rows))
+    else:
+        render.status_text(rows, stdout)
+
+
+def main() -> None:
+    cli(prog_name="gitcert")
+
+
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "UserError", "cli", "main"]

@@ -1,0 +1,234 @@
+"""Everything gitcert does with git, through pygit2 and nothing else.
+
+Reads go through :class:`Tree`, a view of the files at one commit: the work tree is never
+read, so a plan of ``--ref main~3`` sees exactly that commit. Writes build a new tree in
+memory from the parent's plus changed blobs, commit it, bring a checked-out work tree
+along, then move the branch. Pushes report server-side refusals, which libgit2 delivers
+through a callback rather than an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from gitcert.errors import GitError, PushRejectedError, UserError
+from gitcert.model import FileSource
+
+log = logging.getLogger(__name__)
+
+
+Repository = pygit2.Repository
+
+
+class Tree(FileSource):
+    """The files of one commit. Cheap to query: blobs are read only when asked for."""
+
+    def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit | None) -> None:
+        self.repo = repo
+        self.commit = commit
+        self._tree = commit.tree if commit is not None else None
+        self._walked: dict[str, list[tuple[str, str]]] = {}
+
+    @property
+    def commit_id(self) -> str | None:
+        return str(self.commit.id) if self.commit is not None else None
+
+    def _entry(self, path: str) -> pygit2.Object | None:
+        if self._tree is None:
+            return None
+        try:
+            return self._tree[path]
+        except KeyError:
+            return None
+
+    def read(self, path: str) -> bytes | None:
+        entry = self._entry(path)
+        if entry is None or entry.type != pygit2.GIT_OBJECT_BLOB:
+            return None
+        data: bytes = self.repo[entry.id].data
+        return data
+
+    def blob_id(self, path: str) -> str | None:
+        entry = self._entry(path)
+        return str(entry.id) if entry is not None and entry.type == pygit2.GIT_OBJECT_BLOB else None
+
+    def walk(self, prefix: str) -> list[tuple[str, str]]:
+        if prefix not in self._walked:
+            self._walked[prefix] = sorted(self._walk(prefix))
+        return self._walked[prefix]
+
+    def _walk(self, prefix: str) -> list[tuple[str, str]]:
+        start = self._entry(prefix) if prefix else self._tree
+        if start is None or start.type != pygit2.GIT_OBJECT_TREE:
+            return []
+        found: list[tuple[str, str]] = []
+        stack = [(prefix, self.repo[start.id])]
+        while stack:
+            base, tree = stack.pop()
+            for entry in tree:
+                path = f"{base}/{entry.name}" if base else entry.name
+                if entry.type == pygit2.GIT_OBJECT_TREE:
+                    stack.append((path, self.repo[entry.id]))
+                elif entry.type == pygit2.GIT_OBJECT_BLOB:
+                    found.append((path, str(entry.id)))
+        return found
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where apply commits: a branch, and the commit it was at when we started."""
+
+    branch: str
+    tree: Tree
+
+
+def open_repo(path: str | Path) -> pygit2.Repository:
+    try:
+        return pygit2.Repository(str(path))
+    except (pygit2.GitError, KeyError) as exc:
+        raise UserError(f"{path} is not a git repository") from exc
+
+
+def resolve(repo: pygit2.Repository, ref: str | None) -> Tree:
+    """The tree at ``ref`` (default HEAD). An unborn HEAD is an empty tree."""
+    if ref is None and repo.head_is_unborn:
+        return Tree(repo, None)
+    try:
+        target = repo.revparse_single(ref or "HEAD")
+        commit = target.peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise UserError(f"unknown ref {ref!r}: {exc}") from exc
+    return Tree(repo, commit)
+
+
+def branch_target(repo: pygit2.Repository, ref: str | None) -> Target:
+    """The branch that apply moves. A ref that names no branch cannot be applied to."""
+    if ref is None:
+        if repo.head_is_detached:
+            raise UserError("HEAD is detached; apply commits to a branch: pass --ref BRANCH")
+        branch = repo.references["HEAD"].target
+        branch = branch if isinstance(branch, str) else repo.head.name
+    else:
+        branch = ref if ref.startswith("refs/heads/") else f"refs/heads/{ref}"
+        if branch not in repo.references:
+            raise UserError(f"apply needs a local branch; {ref!r} is not one")
+    tree = Tree(repo, None) if repo.head_is_unborn and ref is None else resolve(repo, branch)
+    return Target(branch=branch, tree=tree)
+
+
+def commit_changes(
+    repo: pygit2.Repository,
+    target: Target,
+    changes: Mapping[str, bytes | None],
+    message: str,
+    author: tuple[str, str],
+) -> str:
+    """Commit ``changes`` (path → bytes, or None to delete) on top of ``target``.
+
+    The new tree is built in memory. When the branch is checked out in a work tree, the
+    work tree is moved along in SAFE mode first, so a user's uncommitted edits to the same
+    files make us stop before anything is changed.
+
+    Raises:
+        GitError: the branch moved underneath us, or the work tree has conflicting edits.
+    """
+    parent = target.tree.commit
+    index = pygit2.Index()
+    if parent is not None:
+        index.read_tree(parent.tree)
+    for path, data in sorted(changes.items()):
+        if data is None:
+            if path in index:
+                index.remove(path)
+            continue
+        index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.GIT_FILEMODE_BLOB))
+    tree_id = index.write_tree(repo)
+
+    signature = pygit2.Signature(*author)
+    parents = [parent.id] if parent is not None else []
+    commit_id = repo.create_commit(None, signature, signature, message, tree_id, parents)
+
+    _move_branch(repo, target, commit_id)
+    log.info("committed %s on %s", str(commit_id)[:12], target.branch)
+    return str(commit_id)
+
+
+def _move_branch(repo: pygit2.Repository, target: Target, commit_id: pygit2.Oid) -> None:
+    current = repo.references.get(target.branch)
+    old = target.tree.commit
+    if (current.target if current is not None else None) != (old.id if old else None):
+        raise GitError(f"{target.branch} moved while gitcert was running; run again")
+
+    checked_out = (
+        not repo.is_bare
+        and not repo.head_is_detached
+        and (repo.head_is_unborn or repo.head.name == target.branch)
+    )
+    if checked_out and old is not None:
+        # Checkout before moving the branch: SAFE mode compares the work tree with the old
+        # HEAD, so it refuses (and nothing changes) if the user edited a file we rewrite.
+        # Only paths that differ are touched; the user's other staged work is kept.
+        try:
+            repo.checkout_tree(repo[commit_id], strategy=pygit2.GIT_CHECKOUT_SAFE)
+        except pygit2.GitError as exc:
+            raise GitError(
+                f"the work tree has uncommitted changes to files gitcert writes: {exc}"
+            ) from exc
+
+    if current is None:
+        repo.references.create(target.branch, commit_id)
+    else:
+        current.set_target(commit_id)
+
+
+class _PushCallbacks(pygit2.RemoteCallbacks):  # type: ignore[misc]  # pygit2 ships no stubs
+    """Collects per-reference refusals, which libgit2 reports here instead of raising."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: dict[str, str] = {}
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.refused[refname] = message
+
+
+def push(repo: pygit2.Repository, remote_name: str, local_branch: str, remote_branch: str) -> None:
+    """Push ``local_branch`` to ``remote_branch`` of ``remote_name``.
+
+    Raises:
+        PushRejectedError: the remote refused (not a fast-forward, a hook said no).
+        UserError: there is no such remote.
+    """
+    try:
+        remote = repo.remotes[remote_name]
+    except KeyError as exc:
+        raise UserError(f"no git remote named {remote_name!r}") from exc
+
+    refspec = f"{local_branch}:refs/heads/{remote_branch}"
+    callbacks = _PushCallbacks()
+    try:
+        remote.push([refspec], callbacks=callbacks)
+    except pygit2.GitError as exc:
+        raise PushRejectedError(
+            f"push to {remote_name} {remote_branch} was rejected: {exc}"
+        ) from exc
+    if callbacks.refused:
+        reasons = "; ".join(f"{ref}: {msg}" for ref, msg in callbacks.refused.items())
+        raise PushRejectedError(f"push to {remote_name} was refused: {reasons}")
+    log.info("pushed %s to %s/%s", local_branch, remote_name, remote_branch)
+
+
+def init_repository(path: Path, branch: str) -> pygit2.Repository:
+    return pygit2.init_repository(str(path), initial_head=branch)
+
+
+def sync_index(repo: pygit2.Repository) -> None:
+    """Make the index match HEAD (after committing files that were already on disk)."""
+    repo.index.read_tree(repo.head.peel(pygit2.Tree))
+    repo.index.write()

@@ -1,0 +1,57 @@
+"""The CA issuer: certificates signed by a CA whose key pair is a Secret in the repo.
+
+The CA's Secret is read from ``secrets/<namespace>/<secretName>.yaml`` (the issuer's
+namespace, or the cluster resource namespace for a ClusterIssuer) and its key decrypted
+with sops, once per run. The Secret may itself be issued earlier in the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography import x509
+
+from gitcert import pki
+from gitcert.errors import PermanentIssuanceError
+from gitcert.issuers import IssuerContext, SignedCertificate, SigningRequest, resource_namespace
+from gitcert.model import IssuerSpec
+
+
+class CAIssuer:
+    def __init__(self, spec: IssuerSpec, context: IssuerContext) -> None:
+        self.spec = spec
+        self.context = context
+        self.namespace = resource_namespace(spec, context.config)
+        self.secret_name = str(spec.config["secretName"])
+
+    @staticmethod
+    def secret_dependencies(spec: IssuerSpec, namespace: str) -> Sequence[tuple[str, str]]:
+        return ((namespace, str(spec.config["secretName"])),)
+
+    def sign(self, request: SigningRequest) -> SignedCertificate:
+        pair = self.context.keypair(self.namespace, self.secret_name)
+        ca = pair.chain[0]
+        if not _is_ca(ca):
+            raise PermanentIssuanceError(
+                f"Secret {self.namespace}/{self.secret_name} holds {ca.subject.rfc4514_string()}, "
+                "which is not a CA certificate (basicConstraints CA:FALSE)"
+            )
+
+        # Like cert-manager, never outlive the CA: a leaf valid past its issuer is useless.
+        wanted = request.certificate.request
+        not_after = min(request.now + wanted.duration, ca.not_valid_after_utc)
+        if not_after <= request.now:
+            raise PermanentIssuanceError(f"the CA {ca.subject.rfc4514_string()} has expired")
+        template = pki.SigningTemplate(request=wanted, not_before=request.now, not_after=not_after)
+        cert = pki.sign_certificate(request.csr, template, ca.subject, pair.key, ca.public_key())
+
+        chain = tuple(c for c in pair.chain if not pki.is_self_signed(c))
+        anchor = pair.ca or pair.chain[-1]
+        return SignedCertificate(certificate=cert, chain=chain, ca=anchor)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False

@@ -1,0 +1,643 @@
+"""Load and validate the desired state: gitcert.yaml and every manifest under its paths.
+
+Files are read from a git tree (a :class:`~gitcert.model.FileSource`), never from the work
+tree, so ``--ref`` sees exactly what was committed. Each document is checked against the
+JSON Schema of its kind in ``schemas/``, then against cert-manager's own rules, then
+against the other objects (issuers exist and are in reach, no two Certificates share a
+Secret). Every problem is collected, located at file, line and field, and raised together
+as one :class:`~gitcert.errors.ManifestError`, so a user fixes a whole batch at once.
+
+Speed: documents are parsed with libyaml (PyYAML's C loader). Line numbers of fields are
+looked up with ruamel.yaml's round-trip loader only for the documents that have problems.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import fastjsonschema
+import jsonschema
+import yaml
+from cryptography import x509
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError as RuamelError
+
+from gitcert import durations, names
+from gitcert.errors import ConfigError, ManifestError, Problem
+from gitcert.model import (
+    CERT_MANAGER_GROUP,
+    DEFAULT_DURATION,
+    CertificateSpec,
+    Config,
+    DesiredState,
+    FileSource,
+    GitSettings,
+    IssuerRef,
+    IssuerSpec,
+    KeySpec,
+    ObjectKey,
+    Request,
+    Source,
+    Subject,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_PATH = "gitcert.yaml"
+CONFIG_API = "gitcert.dev/v1alpha1"
+_KINDS = {
+    ("cert-manager.io/v1", "Certificate"): "certificate",
+    ("cert-manager.io/v1", "Issuer"): "issuer",
+    ("cert-manager.io/v1", "ClusterIssuer"): "clusterissuer",
+    (CONFIG_API, "Config"): "config",
+}
+_LATER_KINDS = {
+    "Bundle": "trust bundles (trust.cert-manager.io Bundle) are not supported yet",
+    "CertificateRequestPolicy": "CertificateRequestPolicy is not supported yet",
+}
+_MIN_DURATION = timedelta(hours=1)
+_MIN_RENEW_BEFORE = timedelta(minutes=5)
+_RSA_SIZES = range(2048, 8193)
+_ECDSA_SIZES = (256, 384, 521)
+_DOC_SEPARATOR = re.compile(r"^---(?:\s|$)")
+
+JSON = Any
+
+
+# --- schemas -------------------------------------------------------------------------------
+
+
+def _schema_dir() -> Path:
+    # Installed wheels carry the schemas inside the package; a source checkout (editable
+    # install) keeps them at the top of the project.
+    packaged = importlib.resources.files("gitcert") / "schemas"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@functools.cache
+def schema(name: str) -> dict[str, JSON]:
+    with open(_schema_dir() / f"{name}.json", encoding="utf-8") as f:
+        return cast(dict[str, JSON], json.load(f))
+
+
+@functools.cache
+def _fast_validator(name: str) -> Callable[[JSON], JSON]:
+    return cast(Callable[[JSON], JSON], fastjsonschema.compile(schema(name)))
+
+
+def _schema_problems(name: str, doc: JSON) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every schema violation of ``doc`` as (path, message); empty when valid.
+
+    fastjsonschema decides quickly whether there is anything wrong; the slower jsonschema
+    then lists every problem with its path, which only happens for bad documents.
+    """
+    try:
+        _fast_validator(name)(doc)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass
+    validator = jsonschema.Draft202012Validator(schema(name))
+    found = []
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path))):
+        found.extend(_explain(error))
+    return found
+
+
+def _explain(error: jsonschema.ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    path = tuple(error.absolute_path)
+    schema_ = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = sorted(schema_.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        expected = f"expected one of: {', '.join(known)}" if known else "no fields expected"
+        return [((*path, key), f"unknown field ({expected})") for key in extra]
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else error.message
+        return [((*path, missing), "required field is missing")]
+    if error.validator in ("enum", "const"):
+        allowed = schema_.get("enum", [schema_.get("const")])
+        return [(path, f"got {error.instance!r}, expected one of: {', '.join(map(str, allowed))}")]
+    if error.validator == "type":
+        return [(path, f"expected {schema_.get('type')}, got {_type_name(error.instance)}")]
+    if error.validator == "pattern":
+        return [(path, f"{error.instance!r} is not a valid name (lower-case, digits, '-', '.')")]
+    if error.validator in ("minProperties", "maxProperties") and path[-1:] == ("spec",):
+        kinds = ", ".join(sorted(schema_.get("properties", {})))
+        return [(path, f"expected exactly one issuer type: {kinds}")]
+    return [(path, str(error.message))]
+
+
+def _type_name(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# --- documents ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of one file, with the text it came from for line look-ups."""
+
+    path: str
+    line: int
+    text: str
+    body: JSON
+
+    def locate(self, field: Sequence[str | int]) -> int:
+        """Line of the deepest part of ``field`` that exists in this document."""
+        return self.line_offset + _locate(self.text, field)
+
+    @property
+    def line_offset(self) -> int:
+        return self.line - _first_content_line(self.text)
+
+    def problem(self, field: Sequence[str | int], message: str) -> Problem:
+        return Problem(self.path, self.locate(field), _dotted(field), message)
+
+
+def _dotted(field: Sequence[str | int]) -> str | None:
+    out = ""
+    for part in field:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def _first_content_line(text: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not _DOC_SEPARATOR.match(line):
+            return number
+    return 1
+
+
+def _locate(text: str, field: Sequence[str | int]) -> int:
+    try:
+        node = YAML().load(text)
+    except RuamelError:
+        return _first_content_line(text)
+    line = _first_content_line(text)
+    for part in field:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+        else:
+            break
+        node = node[part]
+    return line
+
+
+def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Problem]]:
+    """Decode and parse every YAML document in one file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        return [], [Problem(path, line, None, f"not UTF-8 (byte 0x{byte}); save the file as UTF-8")]
+
+    chunks: list[tuple[int, list[str]]] = [(1, [])]
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if _DOC_SEPARATOR.match(line):
+            chunks.append((number, []))
+        chunks[-1][1].append(line)
+
+    documents, problems = [], []
+    for start, lines in chunks:
+        chunk = "".join(lines)
+        try:
+            body = yaml.load(chunk, Loader=yaml.CSafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = start + mark.line if mark is not None else start
+            reason = getattr(exc, "problem", None) or str(exc)
+            problems.append(Problem(path, line, None, f"invalid YAML: {reason}"))
+            continue
+        if body is None:
+            continue
+        first = start - 1 + _first_content_line(chunk)
+        documents.append(Document(path, first, chunk, body))
+    return documents, problems
+
+
+# --- the whole desired state -----------------------------------------------------------------
+
+
+def load_config(tree: FileSource) -> Config:
+    """Read gitcert.yaml; a repository without one is not a cert repo."""
+    data = tree.read(CONFIG_PATH)
+    if data is None:
+        raise ConfigError(
+            f"no {CONFIG_PATH} at the top of the repository at this ref; "
+            "is this a cert repo? (`gitcert init DIR` makes one)"
+        )
+    documents, problems = split_documents(CONFIG_PATH, data)
+    if problems:
+        raise ManifestError(problems)
+    if len(documents) != 1:
+        raise ManifestError([Problem(CONFIG_PATH, 1, None, "expected exactly one document")])
+
+    document = documents[0]
+    kind_problems = _check_kind(document)
+    if kind_problems:
+        raise ManifestError(kind_problems)
+    found = _schema_problems("config", document.body)
+    if found:
+        raise ManifestError([document.problem(f, m) for f, m in found])
+    return _config(document)
+
+
+def _config(document: Document) -> Config:
+    spec = document.body.get("spec") or {}
+    git = spec.get("git") or {}
+    author = git.get("author") or {}
+    defaults, default_git = Config(), GitSettings()
+    return Config(
+        manifest_paths=tuple(p.strip("/") for p in spec.get("manifests", defaults.manifest_paths)),
+        secrets_path=spec.get("secretsPath", defaults.secrets_path).strip("/"),
+        status_path=spec.get("statusPath", defaults.status_path).strip("/"),
+        cluster_resource_namespace=spec.get(
+            "clusterResourceNamespace", defaults.cluster_resource_namespace
+        ),
+        concurrency=spec.get("concurrency", defaults.concurrency),
+        git=GitSettings(
+            remote=git.get("remote", default_git.remote),
+            branch=git.get("branch", default_git.branch),
+            author_name=author.get("name", default_git.author_name),
+            author_email=author.get("email", default_git.author_email),
+        ),
+        source=Source(document.path, document.line),
+    )
+
+
+def load(tree: FileSource, issuer_types: Iterable[str]) -> DesiredState:
+    """Load, validate and cross-check every manifest in ``tree``.
+
+    Args:
+        tree: the files at the ref being planned.
+        issuer_types: the ``spec`` keys that have an issuer plugin (``selfSigned``, ``ca``...).
+
+    Raises:
+        ConfigError: gitcert.yaml is missing.
+        ManifestError: with every problem found, each at its file, line and field.
+    """
+    config = load_config(tree)
+    problems: list[Problem] = []
+    certificates: list[tuple[Document, CertificateSpec]] = []
+    issuers: dict[ObjectKey, tuple[Document, IssuerSpec]] = {}
+    supported = set(issuer_types)
+
+    for path in _manifest_files(tree, config):
+        documents, file_problems = split_documents(path, tree.read(path) or b"")
+        problems += file_problems
+        for document in documents:
+            problems += _load_document(document, supported, certificates, issuers)
+
+    problems += _cross_check(certificates, issuers)
+    if problems:
+        raise ManifestError(problems)
+
+    log.debug("loaded %d certificates and %d issuers", len(certificates), len(issuers))
+    return DesiredState(
+        config=config,
+        certificates=tuple(sorted((c for _, c in certificates), key=lambda c: c.key)),
+        issuers={key: issuer for key, (_, issuer) in issuers.items()},
+    )
+
+
+def _manifest_files(tree: FileSource, config: Config) -> list[str]:
+    files = []
+    for prefix in config.manifest_paths:
+        files += [p for p, _ in tree.walk(prefix) if p.endswith((".yaml", ".yml"))]
+    return sorted(set(files))
+
+
+def _check_kind(document: Document) -> list[Problem]:
+    body = document.body
+    if not isinstance(body, dict):
+        return [document.problem((), f"expected a mapping (an object), got {_type_name(body)}")]
+    api, kind = body.get("apiVersion"), body.get("kind")
+    if (api, kind) in _KINDS:
+        return []
+    if kind in _LATER_KINDS:
+        return [document.problem(("kind",), _LATER_KINDS[str(kind)])]
+    known = ", ".join(f"{a} {k}" for a, k in _KINDS)
+    return [
+        document.problem(("kind",), f"unsupported apiVersion/kind {api} {kind}; known: {known}")
+    ]
+
+
+def _load_document(
+    document: Document,
+    supported: set[str],
+    certificates: list[tuple[Document, CertificateSpec]],
+    issuers: dict[ObjectKey, tuple[Document, IssuerSpec]],
+) -> list[Problem]:
+    problems = _check_kind(document)
+    if problems:
+        return problems
+    name = _KINDS[(document.body["apiVersion"], document.body["kind"])]
+    if name == "config":
+        return [document.problem(("kind",), f"Config belongs in {CONFIG_PATH}, not in manifests")]
+
+    found = _schema_problems(name, document.body)
+    if found:
+        return [document.problem(f, m) for f, m in found]
+
+    if name == "certificate":
+        spec, problems = _certificate(document)
+        if spec is not None:
+            certificates.append((document, spec))
+        return problems
+
+    issuer, problems = _issuer(document, supported)
+    if issuer is None:
+        return problems
+    if issuer.key in issuers:
+        other = issuers[issuer.key][0]
+        return [
+            *problems,
+            document.problem(
+                ("metadata", "name"), f"{issuer.key} is also defined at {other.path}:{other.line}"
+            ),
+        ]
+    issuers[issuer.key] = (document, issuer)
+    return problems
+
+
+def _namespace(document: Document) -> str:
+    return str(document.body["metadata"].get("namespace") or "default")
+
+
+# --- Certificate -----------------------------------------------------------------------------
+
+
+def _certificate(document: Document) -> tuple[CertificateSpec | None, list[Problem]]:
+    body = document.body
+    spec: dict[str, JSON] = body["spec"]
+    problems: list[Problem] = []
+
+    def bad(field: str, message: str, *rest: str | int) -> None:
+        problems.append(document.problem(("spec", field, *rest), message))
+
+    request = _request(spec, bad)
+    private_key = _key_spec(spec.get("privateKey") or {}, bad)
+    renew_before = _duration(spec, "renewBefore", bad)
+    percentage = spec.get("renewBeforePercentage")
+
+    if renew_before is not None and percentage is not None:
+        bad("renewBefore", "renewBefore and renewBeforePercentage are mutually exclusive")
+    if renew_before is not None and renew_before < _MIN_RENEW_BEFORE:
+        bad("renewBefore", f"must be at least 5m, got {spec['renewBefore']}")
+    elif renew_before is not None and renew_before >= request.duration:
+        bad("renewBefore", f"must be less than duration ({durations.format(request.duration)})")
+    if percentage is not None and request.duration * (100 - percentage) / 100 < _MIN_RENEW_BEFORE:
+        bad("renewBeforePercentage", "leaves less than 5m before expiry for renewal")
+
+    if problems:
+        return None, problems
+
+    ref = spec["issuerRef"]
+    template = spec.get("secretTemplate") or {}
+    return (
+        CertificateSpec(
+            key=ObjectKey("Certificate", _namespace(document), body["metadata"]["name"]),
+            source=Source(document.path, document.line),
+            secret_name=spec["secretName"],
+            issuer_ref=IssuerRef(
+                name=ref["name"],
+                kind=ref.get("kind", "Issuer"),
+                group=ref.get("group", CERT_MANAGER_GROUP),
+            ),
+            request=request,
+            private_key=private_key,
+            renew_before=renew_before,
+            renew_before_percentage=percentage,
+            labels=dict(sorted(template.get("labels", {}).items())),
+            annotations=dict(sorted(template.get("annotations", {}).items())),
+        ),
+        [],
+    )
+
+
+Complaint = Callable[..., None]
+
+
+def _duration(spec: Mapping[str, JSON], field: str, bad: Complaint) -> timedelta | None:
+    if field not in spec:
+        return None
+    try:
+        return durations.parse(spec[field])
+    except ValueError as exc:
+        bad(field, str(exc))
+        return None
+
+
+def _request(spec: Mapping[str, JSON], bad: Complaint) -> Request:
+    duration = _duration(spec, "duration", bad) or DEFAULT_DURATION
+    if "duration" in spec and duration < _MIN_DURATION:
+        bad("duration", f"must be at least 1h, got {spec['duration']}")
+
+    literal = spec.get("literalSubject", "")
+    if literal:
+        for other in ("commonName", "subject"):
+            if other in spec:
+                bad(other, "cannot be combined with literalSubject")
+        try:
+            x509.Name.from_rfc4514_string(literal)
+        except ValueError as exc:
+            bad("literalSubject", f"not an RFC 4514 distinguished name: {exc}")
+
+    identities = (
+        "commonName",
+        "literalSubject",
+        "dnsNames",
+        "ipAddresses",
+        "uris",
+        "emailAddresses",
+    )
+    if not any(spec.get(field) for field in identities):
+        bad("secretName", f"at least one identity is required: one of {', '.join(identities)}")
+
+    is_ca = bool(spec.get("isCA", False))
+    return Request(
+        common_name=spec.get("commonName", ""),
+        literal_subject=literal,
+        subject=_subject(spec.get("subject") or {}),
+        dns_names=_normalised(spec, "dnsNames", names.dns_name, bad),
+        ip_addresses=tuple(
+            sorted(_normalised(spec, "ipAddresses", names.ip_address, bad), key=names.ip_sort_key)
+        ),
+        uris=_normalised(spec, "uris", names.uri, bad),
+        email_addresses=_normalised(spec, "emailAddresses", names.email, bad),
+        duration=duration,
+        is_ca=is_ca,
+        usages=_usages(spec, is_ca),
+    )
+
+
+def _normalised(
+    spec: Mapping[str, JSON], field: str, normalise: Callable[[str], str], bad: Complaint
+) -> tuple[str, ...]:
+    values = []
+    for index, value in enumerate(spec.get(field, [])):
+        try:
+            values.append(normalise(value))
+        except ValueError as exc:
+            bad(field, str(exc), index)
+    return names.canonical_set(values)
+
+
+_USAGE_ALIASES = {"signing": "digital signature", "s/mime": "email protection"}
+
+
+def _usages(spec: Mapping[str, JSON], is_ca: bool) -> tuple[str, ...]:
+    algorithm = (spec.get("privateKey") or {}).get("algorithm", "ECDSA")
+    if "usages" in spec:
+        usages = {_USAGE_ALIASES.get(u, u) for u in spec["usages"]}
+    else:
+        # cert-manager's defaults; key encipherment means something only for RSA keys.
+        usages = {"digital signature"} | ({"key encipherment"} if algorithm == "RSA" else set())
+    if is_ca:
+        usages.add("cert sign")
+    return tuple(sorted(usages))
+
+
+def _subject(subject: Mapping[str, JSON]) -> Subject:
+    return Subject(
+        organizations=tuple(subject.get("organizations", ())),
+        countries=tuple(subject.get("countries", ())),
+        organizational_units=tuple(subject.get("organizationalUnits", ())),
+        localities=tuple(subject.get("localities", ())),
+        provinces=tuple(subject.get("provinces", ())),
+        street_addresses=tuple(subject.get("streetAddresses", ())),
+        postal_codes=tuple(subject.get("postalCodes", ())),
+        serial_number=subject.get("serialNumber", ""),
+    )
+
+
+def _key_spec(key: Mapping[str, JSON], bad: Complaint) -> KeySpec:
+    algorithm = key.get("algorithm", "ECDSA")
+    default_size = {"RSA": 2048, "ECDSA": 256, "Ed25519": 0}[algorithm]
+    size = key.get("size", default_size)
+    if algorithm == "RSA" and size not in _RSA_SIZES:
+        bad("privateKey", f"RSA size must be between 2048 and 8192, got {size}", "size")
+    if algorithm == "ECDSA" and size not in _ECDSA_SIZES:
+        bad("privateKey", f"ECDSA size must be 256, 384 or 521, got {size}", "size")
+    if algorithm == "Ed25519" and "size" in key:
+        bad("privateKey", "Ed25519 keys have no size; remove it", "size")
+    return KeySpec(
+        algorithm=algorithm,
+        size=0 if algorithm == "Ed25519" else size,
+        encoding=key.get("encoding", "PKCS1"),
+        rotation_policy=key.get("rotationPolicy", "Always"),
+    )
+
+
+# --- Issuer and ClusterIssuer ------------------------------------------------------------------
+
+
+def _issuer(document: Document, supported: set[str]) -> tuple[IssuerSpec | None, list[Problem]]:
+    body = document.body
+    kind = body["kind"]
+    namespace = "" if kind == "ClusterIssuer" else _namespace(document)
+    ((issuer_type, config),) = body["spec"].items()
+    if issuer_type not in supported:
+        message = f"the {issuer_type} issuer is not supported yet (supported: {', '.join(sorted(supported))})"
+        return None, [document.problem(("spec", issuer_type), message)]
+    if kind == "ClusterIssuer" and body["metadata"].get("namespace"):
+        return None, [
+            document.problem(
+                ("metadata", "namespace"), "a ClusterIssuer has no namespace; remove it"
+            )
+        ]
+    return (
+        IssuerSpec(
+            key=ObjectKey(kind, namespace, body["metadata"]["name"]),
+            source=Source(document.path, document.line),
+            type=issuer_type,
+            config=config or {},
+        ),
+        [],
+    )
+
+
+# --- relations between objects ------------------------------------------------------------------
+
+
+def _cross_check(
+    certificates: list[tuple[Document, CertificateSpec]],
+    issuers: Mapping[ObjectKey, tuple[Document, IssuerSpec]],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen_names: dict[ObjectKey, Document] = {}
+    secrets: dict[tuple[str, str], list[tuple[Document, CertificateSpec]]] = defaultdict(list)
+
+    for document, cert in certificates:
+        if cert.key in seen_names:
+            other = seen_names[cert.key]
+            problems.append(
+                document.problem(
+                    ("metadata", "name"), f"{cert.key} is also defined at {other.path}:{other.line}"
+                )
+            )
+        seen_names[cert.key] = document
+        secrets[(cert.namespace, cert.secret_name)].append((document, cert))
+        problem = _issuer_problem(document, cert, issuers)
+        if problem:
+            problems.append(problem)
+
+    for (namespace, secret), owners in secrets.items():
+        if len(owners) < 2:
+            continue
+        listed = ", ".join(f"{c.key} ({d.path}:{d.line})" for d, c in owners)
+        for document, _ in owners:
+            problems.append(
+                document.problem(
+                    ("spec", "secretName"),
+                    f"Secret {namespace}/{secret} is written by more than one Certificate: {listed}",
+                )
+            )
+    return problems
+
+
+def _issuer_problem(
+    document: Document,
+    cert: CertificateSpec,
+    issuers: Mapping[ObjectKey, tuple[Document, IssuerSpec]],
+) -> Problem | None:
+    ref = cert.issuer_ref
+    field = ("spec", "issuerRef", "name")
+    if ref.kind == "ClusterIssuer":
+        if ObjectKey("ClusterIssuer", "", ref.name) not in issuers:
+            return document.problem(
+                field, f"ClusterIssuer {ref.name!r} is not defined in any manifest"
+            )
+        return None
+    if ObjectKey("Issuer", cert.namespace, ref.name) in issuers:
+        return None
+    elsewhere = sorted(k.namespace for k in issuers if k.kind == "Issuer" and k.name == ref.name)
+    if elsewhere:
+        return document.problem(
+            field,
+            f"Issuer {ref.name!r} exists only in namespace {', '.join(elsewhere)}; an Issuer serves "
+            f"Certificates in its own namespace ({cert.namespace}); use a ClusterIssuer to share one",
+        )
+    return document.problem(
+        field, f"Issuer {ref.name!r} is not defined in namespace {cert.namespace}"
+    )

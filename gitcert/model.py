@@ -1,0 +1,179 @@
+"""Frozen value objects for desired state: Certificates, Issuers and gitcert's Config.
+
+Manifests are parsed into these once per run (:mod:`gitcert.manifests`); every later stage
+reads them and none changes them. Identities are already normalised here, so equality of
+two specs is equality of what they ask for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+CERT_MANAGER_GROUP = "cert-manager.io"
+DEFAULT_DURATION = timedelta(days=90)
+
+KeyAlgorithm = Literal["RSA", "ECDSA", "Ed25519"]
+KeyEncoding = Literal["PKCS1", "PKCS8"]
+RotationPolicy = Literal["Always", "Never"]
+IssuerKind = Literal["Issuer", "ClusterIssuer"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object was written: a path in the repository and a 1-based line."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.kind == "ClusterIssuer":
+            return f"{self.kind}/{self.name}"
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class IssuerRef:
+    name: str
+    kind: IssuerKind = "Issuer"
+    group: str = CERT_MANAGER_GROUP
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    algorithm: KeyAlgorithm = "ECDSA"
+    size: int = 256
+    encoding: KeyEncoding = "PKCS1"
+    rotation_policy: RotationPolicy = "Always"
+
+    def describe(self) -> str:
+        return self.algorithm if self.algorithm == "Ed25519" else f"{self.algorithm}-{self.size}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """X.509 subject attributes besides the common name, as cert-manager's ``subject``."""
+
+    organizations: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    organizational_units: tuple[str, ...] = ()
+    localities: tuple[str, ...] = ()
+    provinces: tuple[str, ...] = ()
+    street_addresses: tuple[str, ...] = ()
+    postal_codes: tuple[str, ...] = ()
+    serial_number: str = ""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a certificate asks an issuer for: the part of a spec that a reissue depends on.
+
+    Recorded in the status of every issued certificate, so a later run can say exactly which
+    field changed.
+    """
+
+    common_name: str = ""
+    literal_subject: str = ""
+    subject: Subject = Subject()
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    email_addresses: tuple[str, ...] = ()
+    duration: timedelta = DEFAULT_DURATION
+    is_ca: bool = False
+    usages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    key: ObjectKey
+    source: Source
+    secret_name: str
+    issuer_ref: IssuerRef
+    request: Request
+    private_key: KeySpec = KeySpec()
+    renew_before: timedelta | None = None
+    renew_before_percentage: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+
+@dataclass(frozen=True)
+class IssuerSpec:
+    """An Issuer or ClusterIssuer; ``type`` is the key under ``spec`` (``selfSigned``, ``ca``)."""
+
+    key: ObjectKey
+    source: Source
+    type: str
+    config: Mapping[str, object]
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.key.kind == "ClusterIssuer"
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    remote: str = "origin"
+    branch: str = "main"
+    author_name: str = "gitcert"
+    author_email: str = "gitcert@localhost"
+
+
+@dataclass(frozen=True)
+class Config:
+    """gitcert.yaml: where things live in the cert repo and how to commit."""
+
+    manifest_paths: tuple[str, ...] = ("manifests",)
+    secrets_path: str = "secrets"
+    status_path: str = "status"
+    cluster_resource_namespace: str = "cert-manager"
+    git: GitSettings = GitSettings()
+    concurrency: int = 4
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    config: Config
+    certificates: tuple[CertificateSpec, ...]
+    issuers: Mapping[ObjectKey, IssuerSpec]
+
+
+class FileSource:
+    """Read-only view of files at one commit; implemented by :mod:`gitcert.gitops`.
+
+    Declared here so that the manifest and state readers can take a tree without importing
+    git code (they sit beside gitops in the layering, not above it).
+    """
+
+    def read(self, path: str) -> bytes | None:
+        """The blob at ``path``, or None when there is none."""
+        raise NotImplementedError
+
+    def walk(self, prefix: str) -> list[tuple[str, str]]:
+        """``(path, blob id)`` of every file under ``prefix``, sorted by path."""
+        raise NotImplementedError
+
+    def blob_id(self, path: str) -> str | None:
+        raise NotImplementedError

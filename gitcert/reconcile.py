@@ -1,0 +1,624 @@
+"""One run: desired state × actual state → plan; and the executor that applies a plan.
+
+``make_plan`` is read-only: it loads manifests, gathers Secrets and status records from
+the tree, orders Certificates by what they depend on (a CA Certificate before the leaves
+its CA issuer signs) and asks :mod:`gitcert.policies` what each needs.
+
+``apply`` executes the plan level by level: every Certificate of a level in parallel, the
+next level only once the previous one is done, because its issuers may read what was just
+issued. Each Certificate's outcome is recorded on its own (one failure never stops the
+others), every file under the secret paths is checked to be SOPS-encrypted, and
+everything lands in one commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from gitcert import gitops, manifests, pki, policies, state
+from gitcert.errors import (
+    GitcertError,
+    IssuanceError,
+    ManifestError,
+    Problem,
+    SopsError,
+    TemporaryIssuanceError,
+)
+from gitcert.issuers import (
+    IssuerContext,
+    KeyPair,
+    SigningRequest,
+    registry,
+    resource_namespace,
+)
+from gitcert.model import CertificateSpec, Config, DesiredState, FileSource, ObjectKey
+from gitcert.policies import Action, Decision
+from gitcert.sops import Sops, encryption_problem, looks_plaintext
+from gitcert.state import Actual, Status
+
+log = logging.getLogger(__name__)
+
+
+# --- planning --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    spec: CertificateSpec
+    actual: Actual
+    decision: Decision
+    level: int
+
+    @property
+    def key(self) -> ObjectKey:
+        return self.spec.key
+
+
+@dataclass(frozen=True)
+class Plan:
+    commit: str | None
+    desired: DesiredState
+    changes: tuple[PlannedChange, ...]
+    now: datetime
+
+    @property
+    def config(self) -> Config:
+        return self.desired.config
+
+    @property
+    def pending(self) -> list[PlannedChange]:
+        return [c for c in self.changes if c.decision.action.writes]
+
+
+def validate(tree: FileSource) -> tuple[DesiredState, dict[ObjectKey, int]]:
+    """Load manifests and check the relations that need the issuers' plugins.
+
+    Returns the desired state and each Certificate's dependency level (0: needs nothing
+    issued in this repo first).
+
+    Raises:
+        ConfigError, ManifestError: with file, line and field.
+    """
+    desired = manifests.load(tree, registry().keys())
+    levels, problems = _dependency_levels(tree, desired)
+    if problems:
+        raise ManifestError(problems)
+    return desired, levels
+
+
+def make_plan(tree: gitops.Tree, now: datetime) -> Plan:
+    desired, levels = validate(tree)
+    snapshot = state.gather(tree, desired)
+
+    changes = []
+    for spec in desired.certificates:
+        decision = policies.decide(policies.Input(spec, snapshot[spec.key], now))
+        changes.append(PlannedChange(spec, snapshot[spec.key], decision, levels[spec.key]))
+        if decision.action.writes:
+            log.info("%s: %s (%s) %s", spec.key, decision.action, decision.reason, decision.message)
+
+    changes.sort(key=lambda c: (c.level, c.key))
+    return Plan(tree.commit_id, desired, tuple(changes), now)
+
+
+def _dependency_levels(
+    tree: FileSource, desired: DesiredState
+) -> tuple[dict[ObjectKey, int], list[Problem]]:
+    """Each Certificate's depth in the graph "issued by an issuer that reads a Secret of".
+
+    A CA issuer reads its CA Secret; the Certificate writing that Secret must be issued
+    first. A cycle (a CA that signs itself through its own issuer) is an error.
+    """
+    config, plugins = desired.config, registry()
+    writers = {(c.namespace, c.secret_name): c for c in desired.certificates}
+    problems: list[Problem] = []
+    issuer_deps: dict[ObjectKey, list[CertificateSpec]] = {}
+
+    for key, issuer in desired.issuers.items():
+        issuer_deps[key] = []
+        namespace = resource_namespace(issuer, config)
+        for ns, name in plugins[issuer.type].secret_dependencies(issuer, namespace):
+            if (ns, name) in writers:
+                issuer_deps[key].append(writers[(ns, name)])
+            elif tree.blob_id(state.secret_path(config, ns, name)) is None:
+                problems.append(
+                    _missing_secret(issuer.source.path, issuer.source.line, issuer.type, ns, name)
+                )
+
+    edges = {c.key: issuer_deps[_issuer_key(c)] for c in desired.certificates}
+    levels: dict[ObjectKey, int] = {}
+    for spec in desired.certificates:
+        problems += _visit(spec, edges, levels, [])
+    return levels, problems
+
+
+def _missing_secret(path: str, line: int, kind: str, namespace: str, name: str) -> Problem:
+    return Problem(
+        path,
+        line,
+        f"spec.{kind}.secretName",
+        f"Secret {namespace}/{name} is neither in the repo nor written by any Certificate",
+    )
+
+
+def _issuer_key(spec: CertificateSpec) -> ObjectKey:
+    ref = spec.issuer_ref
+    namespace = "" if ref.kind == "ClusterIssuer" else spec.namespace
+    return ObjectKey(ref.kind, namespace, ref.name)
+
+
+def _visit(
+    spec: CertificateSpec,
+    edges: Mapping[ObjectKey, list[CertificateSpec]],
+    levels: dict[ObjectKey, int],
+    path: list[CertificateSpec],
+) -> list[Problem]:
+    if spec.key in levels:
+        return []
+    if spec in path:
+        cycle = [*path[path.index(spec) :], spec]
+        chain = " → ".join(
+            f"{c.key} (issuer {c.issuer_ref.kind}/{c.issuer_ref.name})" for c in cycle
+        )
+        return [
+            Problem(c.source.path, c.source.line, "spec.issuerRef", f"dependency cycle: {chain}")
+            for c in cycle[:-1]
+        ]
+    problems = []
+    for dependency in edges[spec.key]:
+        problems += _visit(dependency, edges, levels, [*path, spec])
+    if not problems:
+        levels[spec.key] = 1 + max((levels[d.key] for d in edges[spec.key]), default=-1)
+    else:
+        levels.setdefault(spec.key, 0)
+    return problems
+
+
+# --- applying --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: PlannedChange
+    ok: bool
+    message: str = ""
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    commit: str | None = None
+    pushed: bool = False
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def blob_id(data: bytes) -> str:
+    """The git object id a blob of ``data`` gets (SHA-1 object format)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+class _Run(IssuerContext):
+    """Shared, thread-safe state of one apply: files written so far and keys in memory."""
+
+    def __init__(self, plan: Plan, tree: FileSource, sops: Sops) -> None:
+        self.config = plan.config
+        self.plan = plan
+        self.tree = tree
+        self.sops = sops
+        self.files: dict[str, bytes] = {}
+        self._fresh: dict[str, pki.PrivateKey] = {}
+        self._pairs: dict[str, KeyPair] = {}
+        self._lock = threading.Lock()
+        self._issuers: dict[ObjectKey, object] = {}
+
+    def read(self, path: str) -> bytes | None:
+        with self._lock:
+            if path in self.files:
+                return self.files[path]
+        return self.tree.read(path)
+
+    def write(self, path: str, data: bytes, key: pki.PrivateKey | None = None) -> None:
+        with self._lock:
+            self.files[path] = data
+            self._pairs.pop(path, None)
+            if key is not None:
+                self._fresh[path] = key
+
+    def keypair(self, namespace: str, secret_name: str) -> KeyPair:
+        path = state.secret_path(self.config, namespace, secret_name)
+        with self._lock:
+            cached = self._pairs.get(path)
+            fresh = self._fresh.get(path)
+        if cached is not None:
+            return cached
+
+        data = self.read(path)
+        if data is None:
+            raise TemporaryIssuanceError(f"Secret {namespace}/{secret_name} does not exist yet")
+        document = state.load(data)
+        values = state.secret_values(document)
+        chain = tuple(pki.load_pem_chain(values.get("tls.crt", "")))
+        if not chain:
+            raise TemporaryIssuanceError(f"Secret {namespace}/{secret_name} has no certificate")
+        key = fresh if fresh is not None else self.decrypt_key(path, data, document)
+        if pki.public_bytes(key.public_key()) != pki.public_bytes(chain[0].public_key()):
+            raise TemporaryIssuanceError(
+                f"{policies.KEY_PAIR_INVALID}: tls.key of Secret {namespace}/{secret_name} "
+                "does not match its tls.crt"
+            )
+        anchors = pki.load_pem_chain(values.get("ca.crt", ""))
+        pair = KeyPair(chain=chain, key=key, ca=anchors[0] if anchors else None)
+        with self._lock:
+            self._pairs[path] = pair
+        return pair
+
+    def decrypt_key(self, path: str, data: bytes, document: Mapping[str, object]) -> pki.PrivateKey:
+        section = "stringData" if "tls.key" in (document.get("stringData") or {}) else "data"  # type: ignore[operator]
+        pem = self.sops.decrypt_value(data, path, [section, "tls.key"])
+        if section == "data":
+            import base64
+
+            pem = base64.b64decode(pem)
+        try:
+            return pki.load_key(pem)
+        except ValueError as exc:
+            raise TemporaryIssuanceError(
+                f"{policies.KEY_PAIR_INVALID}: tls.key of {path} does not parse"
+            ) from exc
+
+    def issuer(self, spec: CertificateSpec) -> object:
+        key = _issuer_key(spec)
+        with self._lock:
+            if key not in self._issuers:
+                issuer_spec = self.plan.desired.issuers[key]
+                self._issuers[key] = registry()[issuer_spec.type](issuer_spec, self)
+            return self._issuers[key]
+
+
+def apply(
+    plan: Plan,
+    repo: gitops.Repository,
+    target: gitops.Target,
+    progress: Callable[[Outcome], None] = lambda _: None,
+) -> ApplyResult:
+    """Carry out ``plan`` (made on ``target.tree``) and commit the result on the branch.
+
+    Raises:
+        SopsError: a file under the secret paths is not encrypted; nothing is committed.
+        GitError: the branch moved or the work tree is in the way; nothing is committed.
+    """
+    result = ApplyResult()
+    if not plan.pending:
+        log.info("nothing to do")
+        return result
+
+    with Sops(target.tree.read(".sops.yaml")) as sops:
+        run = _Run(plan, target.tree, sops)
+        by_level: dict[int, list[PlannedChange]] = defaultdict(list)
+        for change in plan.pending:
+            by_level[change.level].append(change)
+
+        workers = max(1, plan.config.concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gitcert") as pool:
+            for level in sorted(by_level):
+                for outcome in pool.map(lambda c: _execute(run, c), by_level[level]):
+                    result.outcomes.append(outcome)
+                    progress(outcome)
+
+    _refuse_plaintext(target.tree, run.files, plan.config)
+    message = commit_message(result.outcomes)
+    result.commit = gitops.commit_changes(
+        repo,
+        target,
+        dict(run.files),
+        message,
+        (plan.config.git.author_name, plan.config.git.author_email),
+    )
+    return result
+
+
+def _execute(run: _Run, change: PlannedChange) -> Outcome:
+    action, key = change.decision.action, change.key
+    try:
+        if action.issues:
+            _issue(run, change)
+        elif action is Action.UPDATE_METADATA:
+            _update_metadata(run, change)
+        else:
+            _write_status(run, change, _refreshed_status(change))
+    except (IssuanceError, SopsError) as exc:
+        _record_failure(run, change, str(exc), exc)
+        log.error("%s: %s failed: %s", key, action, exc)
+        return Outcome(change, ok=False, message=str(exc))
+    except ValueError as exc:
+        # Verification of a returned certificate raises ValueError; never commit it.
+        _record_failure(run, change, f"verification failed: {exc}", None)
+        log.error("%s: %s failed verification: %s", key, action, exc)
+        return Outcome(change, ok=False, message=f"verification failed: {exc}")
+    log.info("%s: %s done (%s)", key, action, change.decision.reason)
+    return Outcome(change, ok=True)
+
+
+def _issue(run: _Run, change: PlannedChange) -> None:
+    spec, now = change.spec, run.plan.now
+    key = _next_key(run, change)
+    csr = pki.build_csr(spec.request, key)
+
+    issuer = run.issuer(spec)
+    signed = issuer.sign(SigningRequest(spec, csr, key, now))  # type: ignore[attr-defined]
+    pki.verify_issued(signed.certificate, signed.chain, signed.ca, key, spec.request, now)
+
+    values = {
+        "tls.crt": "".join(pki.cert_to_pem(c) for c in (signed.certificate, *signed.chain)),
+        "ca.crt": pki.cert_to_pem(signed.ca) if signed.ca is not None else "",
+    }
+    labels, annotations = state.desired_metadata(spec, state.managed_annotations(spec))
+    path = state.secret_path(run.config, spec.namespace, spec.secret_name)
+    secret = _encrypt_secret(
+        run, spec, path, labels, annotations, values, pki.key_to_pem(key, spec.private_key.encoding)
+    )
+    run.write(path, secret, key)
+
+    facts = state.secret_facts(secret)
+    assert facts.certificate is not None
+    cert = facts.certificate
+    previous = change.actual.status or Status()
+    status = Status(
+        revision=previous.revision + 1,
+        last_issuance_reason=change.decision.reason,
+        not_before=cert.not_before,
+        not_after=cert.not_after,
+        renewal_time=pki.renewal_time(
+            cert.not_before, cert.not_after, spec.renew_before, spec.renew_before_percentage
+        ),
+        serial_number=cert.serial_number,
+        issuer={
+            "name": spec.issuer_ref.name,
+            "kind": spec.issuer_ref.kind,
+            "group": spec.issuer_ref.group,
+        },
+        request=spec.request,
+        private_key=replace(spec.private_key, rotation_policy="Always"),
+        secret_blob=blob_id(secret),
+        secret_facts=facts,
+    )
+    _write_status(run, change, status)
+
+
+def _next_key(run: _Run, change: PlannedChange) -> pki.PrivateKey:
+    """A new key, unless rotationPolicy Never and the current key is still right."""
+    spec, actual = change.spec, change.actual
+    reuse = spec.private_key.rotation_policy == "Never" and actual.secret is not None
+    if not reuse or not actual.secret or not actual.secret.key_encrypted:
+        return pki.generate_key(spec.private_key)
+
+    try:
+        pair = run.keypair(spec.namespace, spec.secret_name)
+    except TemporaryIssuanceError as exc:
+        log.info("%s: %s; generating a new key", change.key, exc)
+        return pki.generate_key(spec.private_key)
+    if not pki.key_matches_spec(pair.key.public_key(), spec.private_key):
+        log.info("%s: %s; generating a new key", change.key, policies.KEY_SPEC_CHANGED)
+        return pki.generate_key(spec.private_key)
+    return pair.key
+
+
+def _encrypt_secret(
+    run: _Run,
+    spec: CertificateSpec,
+    path: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    values: Mapping[str, str],
+    key_pem: bytes,
+) -> bytes:
+    """Encrypt tls.key with sops, then render the canonical file around sops' output.
+
+    sops formats YAML its own way; re-rendering the clear parts ourselves keeps every
+    Secret in one format, so a later metadata repair changes only the lines it must.
+    That is sound only because the creation rule sets mac_only_encrypted (the MAC then
+    covers the encrypted value alone) and leaves tls.crt and ca.crt readable.
+    """
+    plain = state.render_secret(
+        spec, labels, annotations, {**values, "tls.key": key_pem.decode()}, None
+    )
+    encrypted = state.load(run.sops.encrypt(plain, path))
+    problem = encryption_problem(encrypted)
+    if problem:
+        raise SopsError(f"{path}: {problem}")
+
+    sops_metadata = encrypted["sops"]
+    readable = state.secret_values(encrypted)
+    if any(readable.get(k, "").startswith("ENC[") for k in ("tls.crt", "ca.crt")):
+        raise SopsError(
+            f"the .sops.yaml rule for {path} encrypts tls.crt/ca.crt; gitcert needs them readable: "
+            r"use encrypted_regex: ^tls\.key$"
+        )
+    if not sops_metadata.get("mac_only_encrypted"):
+        raise SopsError(f"the .sops.yaml rule for {path} must set mac_only_encrypted: true")
+    return state.render_secret(
+        spec, labels, annotations, {**values, "tls.key": readable["tls.key"]}, sops_metadata
+    )
+
+
+def _update_metadata(run: _Run, change: PlannedChange) -> None:
+    spec = change.spec
+    path = state.secret_path(run.config, spec.namespace, spec.secret_name)
+    document = state.load(run.read(path) or b"")
+    if not (document.get("sops") or {}).get("mac_only_encrypted"):
+        raise SopsError(
+            f"{path} was encrypted without mac_only_encrypted; its metadata cannot be edited in place"
+        )
+
+    labels, annotations = state.desired_metadata(spec, state.managed_annotations(spec))
+    secret = state.render_secret(
+        spec, labels, annotations, state.secret_values(document), document["sops"]
+    )
+    run.write(path, secret)
+    status = replace(
+        _refreshed_status(change),
+        secret_blob=blob_id(secret),
+        secret_facts=state.secret_facts(secret),
+    )
+    _write_status(run, change, status)
+
+
+def _refreshed_status(change: PlannedChange) -> Status:
+    """The status record brought up to date with the Secret as it is (no issuance)."""
+    spec, actual = change.spec, change.actual
+    status = actual.status or Status(
+        request=spec.request,
+        private_key=replace(spec.private_key, rotation_policy="Always"),
+        issuer={
+            "name": spec.issuer_ref.name,
+            "kind": spec.issuer_ref.kind,
+            "group": spec.issuer_ref.group,
+        },
+    )
+    cert = actual.secret.certificate if actual.secret else None
+    if cert is None:
+        return status
+    return replace(
+        status,
+        not_before=cert.not_before,
+        not_after=cert.not_after,
+        serial_number=cert.serial_number,
+        renewal_time=change.decision.renewal_time,
+        secret_blob=actual.secret_blob or "",
+        secret_facts=actual.secret,
+    )
+
+
+def _record_failure(run: _Run, change: PlannedChange, message: str, exc: Exception | None) -> None:
+    now = run.plan.now
+    previous = change.actual.status or Status()
+    attempts = (
+        previous.failed_attempts + 1
+        if previous.failed_spec_digest == state.spec_digest(change.spec)
+        else 1
+    )
+    retry = now + policies.backoff_delay(attempts)
+    if isinstance(exc, TemporaryIssuanceError) and exc.retry_after is not None:
+        retry = max(retry, now + timedelta(seconds=exc.retry_after))
+    status = replace(
+        previous,
+        failed_attempts=attempts,
+        last_failure_time=now,
+        last_failure_reason=change.decision.reason,
+        last_failure_message=message,
+        failed_spec_digest=state.spec_digest(change.spec),
+        retry_after=retry,
+    )
+    _write_status(run, change, status)
+
+
+def _write_status(run: _Run, change: PlannedChange, status: Status) -> None:
+    path = state.status_path(run.config, change.spec.namespace, change.spec.name)
+    data = state.render_status(change.key, status)
+    if run.tree.read(path) != data:
+        run.write(path, data)
+
+
+def _refuse_plaintext(tree: FileSource, files: Mapping[str, bytes], config: Config) -> None:
+    """The last gate before a commit: every file under the secret paths is encrypted.
+
+    Files written in this run are parsed and checked fully; the rest get a byte-level scan
+    (a readable key or a missing sops block), which is cheap enough for every file.
+    """
+    prefix = config.secrets_path + "/"
+    offenders = []
+    for path, data in sorted(files.items()):
+        if path.startswith(prefix):
+            problem = encryption_problem(state.load(data)) or (
+                "holds a readable key" if looks_plaintext(data) else None
+            )
+            if problem:
+                offenders.append(f"{path} {problem}")
+    for path, _ in tree.walk(config.secrets_path):
+        if path in files:
+            continue
+        data = tree.read(path) or b""
+        if looks_plaintext(data) or b"\nsops:" not in data:
+            offenders.append(f"{path} is not SOPS-encrypted")
+    if offenders:
+        raise SopsError("refusing to commit: " + "; ".join(offenders))
+
+
+def commit_message(outcomes: Iterable[Outcome]) -> str:
+    outcomes = list(outcomes)
+    counts: dict[str, int] = defaultdict(int)
+    for outcome in outcomes:
+        counts[str(outcome.change.decision.action) if outcome.ok else "failed"] += 1
+    summary = ", ".join(f"{action} {n}" for action, n in sorted(counts.items()))
+    lines = [f"gitcert: {summary}", ""]
+    for outcome in outcomes:
+        decision = outcome.change.decision
+        verb = str(decision.action) if outcome.ok else f"failed {decision.action}"
+        line = f"- {verb} {outcome.change.key}: {decision.reason}"
+        if not outcome.ok:
+            line += f" ({outcome.message})"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertificateState:
+    key: ObjectKey
+    ready: bool
+    reason: str
+    message: str
+    not_after: datetime | None
+    renewal_time: datetime | None
+    last_reason: str
+
+
+def certificate_states(plan: Plan) -> list[CertificateState]:
+    rows = []
+    for change in sorted(plan.changes, key=lambda c: c.key):
+        i = policies.Input(change.spec, change.actual, plan.now)
+        fired = policies.ready(i)
+        status = change.actual.status
+        cert = change.actual.secret.certificate if change.actual.secret else None
+        last = ""
+        if status is not None:
+            last = (
+                status.last_failure_reason
+                and f"failed: {status.last_failure_message}"
+                or status.last_issuance_reason
+            )
+        rows.append(
+            CertificateState(
+                key=change.key,
+                ready=fired is None,
+                reason=fired[0] if fired else "Ready",
+                message=fired[1] if fired else "",
+                not_after=cert.not_after if cert else None,
+                renewal_time=change.decision.renewal_time,
+                last_reason=last,
+            )
+        )
+    return rows
+
+
+__all__ = [
+    "ApplyResult",
+    "GitcertError",
+    "Plan",
+    "apply",
+    "certificate_states",
+    "make_plan",
+    "validate",
+]
