@@ -96,10 +96,18 @@ def cli(verbose: int) -> None:
     metavar="AGE1...",
     help="Encrypt to this existing recipient instead of making a new key (repeatable).",
 )
+@click.option(
+    "--from",
+    "template",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Copy gitcert.yaml and manifests from this cert repo (e.g. examples-repo).",
+)
 @handle_errors
-def init(directory: Path, age_key_file: Path | None, recipients: tuple[str, ...]) -> None:
-    """Create a new cert repository in DIRECTORY."""
-    result = scaffold.init(directory, age_key_file, list(recipients))
+def init(
+    directory: Path, age_key_file: Path | None, recipients: tuple[str, ...], template: Path | None
+) -> None:
+    """Create a new cert repository in DIRECTORY, with a new age key unless given recipients."""
+    result = scaffold.init(directory, age_key_file, list(recipients), template)
     stdout.print(f"Initialised a cert repo in {result.path} (commit {result.commit[:12]}).")
     stdout.print(f"Secrets are encrypted to age recipient {result.recipient}")
     if not recipients:
@@ -114,9 +122,8 @@ def validate(repo_path: Path, ref: str | None, now: str | None) -> None:
     """Check every manifest; print each problem with file, line and field."""
     tree = gitops.resolve(gitops.open_repo(repo_path), ref)
     desired, _ = reconcile.validate(tree)
-    stdout.print(
-        f"{len(desired.certificates)} certificate(s) and {len(desired.issuers)} issuer(s) are valid."
-    )
+    counts = f"{len(desired.certificates)} certificate(s) and {len(desired.issuers)} issuer(s)"
+    stdout.print(f"{counts} are valid.")
 
 
 @cli.command()

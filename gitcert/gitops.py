@@ -50,8 +50,9 @@ class Tree(FileSource):
         entry = self._entry(path)
         if entry is None or entry.type != pygit2.GIT_OBJECT_BLOB:
             return None
-        data: bytes = self.repo[entry.id].data
-        return data
+        blob = self.repo[entry.id]
+        assert isinstance(blob, pygit2.Blob)
+        return blob.data
 
     def blob_id(self, path: str) -> str | None:
         entry = self._entry(path)
@@ -67,13 +68,13 @@ class Tree(FileSource):
         if start is None or start.type != pygit2.GIT_OBJECT_TREE:
             return []
         found: list[tuple[str, str]] = []
-        stack = [(prefix, self.repo[start.id])]
+        stack: list[tuple[str, pygit2.Tree]] = [(prefix, self.repo[start.id].peel(pygit2.Tree))]
         while stack:
             base, tree = stack.pop()
             for entry in tree:
-                path = f"{base}/{entry.name}" if base else entry.name
+                path = f"{base}/{entry.name}" if base else str(entry.name)
                 if entry.type == pygit2.GIT_OBJECT_TREE:
-                    stack.append((path, self.repo[entry.id]))
+                    stack.append((path, self.repo[entry.id].peel(pygit2.Tree)))
                 elif entry.type == pygit2.GIT_OBJECT_BLOB:
                     found.append((path, str(entry.id)))
         return found
@@ -146,7 +147,7 @@ def commit_changes(
             if path in index:
                 index.remove(path)
             continue
-        index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.GIT_FILEMODE_BLOB))
+        index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
     tree_id = index.write_tree(repo)
 
     signature = pygit2.Signature(*author)
@@ -174,7 +175,10 @@ def _move_branch(repo: pygit2.Repository, target: Target, commit_id: pygit2.Oid)
         # HEAD, so it refuses (and nothing changes) if the user edited a file we rewrite.
         # Only paths that differ are touched; the user's other staged work is kept.
         try:
-            repo.checkout_tree(repo[commit_id], strategy=pygit2.GIT_CHECKOUT_SAFE)
+            # pygit2 leaves checkout_tree unannotated.
+            repo.checkout_tree(  # type: ignore[no-untyped-call]
+                repo[commit_id], strategy=pygit2.enums.CheckoutStrategy.SAFE
+            )
         except pygit2.GitError as exc:
             raise GitError(
                 f"the work tree has uncommitted changes to files gitcert writes: {exc}"
@@ -186,7 +190,7 @@ def _move_branch(repo: pygit2.Repository, target: Target, commit_id: pygit2.Oid)
         current.set_target(commit_id)
 
 
-class _PushCallbacks(pygit2.RemoteCallbacks):  # type: ignore[misc]  # pygit2 ships no stubs
+class _PushCallbacks(pygit2.RemoteCallbacks):
     """Collects per-reference refusals, which libgit2 reports here instead of raising."""
 
     def __init__(self) -> None:

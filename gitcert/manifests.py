@@ -207,9 +207,10 @@ def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Proble
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        bad_line = data[: exc.start].count(b"\n") + 1
         byte = data[exc.start : exc.start + 1].hex()
-        return [], [Problem(path, line, None, f"not UTF-8 (byte 0x{byte}); save the file as UTF-8")]
+        message = f"not UTF-8 (byte 0x{byte}); save the file as UTF-8"
+        return [], [Problem(path, bad_line, None, message)]
 
     chunks: list[tuple[int, list[str]]] = [(1, [])]
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
@@ -224,9 +225,9 @@ def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Proble
             body = yaml.load(chunk, Loader=yaml.CSafeLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = start + mark.line if mark is not None else start
+            where = start + int(mark.line) if mark is not None else start
             reason = getattr(exc, "problem", None) or str(exc)
-            problems.append(Problem(path, line, None, f"invalid YAML: {reason}"))
+            problems.append(Problem(path, where, None, f"invalid YAML: {reason}"))
             continue
         if body is None:
             continue
@@ -558,7 +559,8 @@ def _issuer(document: Document, supported: set[str]) -> tuple[IssuerSpec | None,
     namespace = "" if kind == "ClusterIssuer" else _namespace(document)
     ((issuer_type, config),) = body["spec"].items()
     if issuer_type not in supported:
-        message = f"the {issuer_type} issuer is not supported yet (supported: {', '.join(sorted(supported))})"
+        known = ", ".join(sorted(supported))
+        message = f"the {issuer_type} issuer is not supported yet (supported: {known})"
         return None, [document.problem(("spec", issuer_type), message)]
     if kind == "ClusterIssuer" and body["metadata"].get("namespace"):
         return None, [
@@ -610,7 +612,8 @@ def _cross_check(
             problems.append(
                 document.problem(
                     ("spec", "secretName"),
-                    f"Secret {namespace}/{secret} is written by more than one Certificate: {listed}",
+                    f"Secret {namespace}/{secret} is written by more than one Certificate: "
+                    + listed,
                 )
             )
     return problems
@@ -635,8 +638,9 @@ def _issuer_problem(
     if elsewhere:
         return document.problem(
             field,
-            f"Issuer {ref.name!r} exists only in namespace {', '.join(elsewhere)}; an Issuer serves "
-            f"Certificates in its own namespace ({cert.namespace}); use a ClusterIssuer to share one",
+            f"Issuer {ref.name!r} exists only in namespace {', '.join(elsewhere)}; an Issuer "
+            f"serves Certificates in its own namespace ({cert.namespace}); use a ClusterIssuer "
+            "to share one",
         )
     return document.problem(
         field, f"Issuer {ref.name!r} is not defined in namespace {cert.namespace}"

@@ -7,6 +7,7 @@ talks to git; issuers and the reconciler call in with what they have gathered.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,7 +127,7 @@ def public_bytes(public: object) -> bytes:
     return data
 
 
-def _signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
@@ -202,13 +203,13 @@ def sign_certificate(
         x509.CertificateBuilder()
         .subject_name(csr.subject)
         .issuer_name(issuer_name)
-        .public_key(public)  # type: ignore[arg-type]  # CSR keys are the types we generate
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(template.not_before)
         .not_valid_after(template.not_after)
         .add_extension(x509.BasicConstraints(ca=request.is_ca, path_length=None), critical=True)
         .add_extension(_key_usage(request.usages, request.is_ca), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public),  # type: ignore[arg-type]
             critical=False,
@@ -365,7 +366,7 @@ def verify_issued(
         hashes.SHA256()
     ):
         path.append(anchor)
-    for child, parent in zip(path, path[1:], strict=False):
+    for child, parent in itertools.pairwise(path):
         try:
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, Exception) as exc:

@@ -199,9 +199,9 @@ def spec_changed(i: Input) -> Fired:
         email_addresses=cert.email_addresses,
         is_ca=cert.is_ca,
     )
-    compared = ("common_name", "dns_names", "ip_addresses", "uris", "email_addresses", "is_ca")
-    if request.literal_subject:
-        compared = compared[1:]
+    compared: tuple[str, ...] = ("dns_names", "ip_addresses", "uris", "email_addresses", "is_ca")
+    if not request.literal_subject:
+        compared = ("common_name", *compared)
     changed = [
         _describe_change(f, getattr(issued, f), getattr(request, f))
         for f in compared
@@ -288,7 +288,8 @@ def backoff_delay(attempts: int) -> timedelta:
     """1h after the first failure, doubling each time, never more than 32h."""
     if attempts <= 0:
         return timedelta(0)
-    return min(BACKOFF_START * (2 ** min(attempts - 1, 16)), BACKOFF_CAP)
+    delay: timedelta = BACKOFF_START * (2 ** min(attempts - 1, 16))
+    return min(delay, BACKOFF_CAP)
 
 
 def backoff_until(i: Input) -> datetime | None:
@@ -335,7 +336,8 @@ def decide(i: Input) -> Decision:
                 Action.WAIT,
                 reason,
                 f"{message}; backing off after {status.failed_attempts} failed attempt(s), "
-                f"last: {status.last_failure_message}; next attempt after {until:%Y-%m-%dT%H:%M:%SZ}",
+                f"last: {status.last_failure_message}; "
+                f"next attempt after {until:%Y-%m-%dT%H:%M:%SZ}",
                 renewal,
             )
         return Decision(_ACTIONS.get(reason, Action.REISSUE), reason, message, renewal)

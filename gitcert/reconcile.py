@@ -1,4 +1,4 @@
-"""One run: desired state × actual state → plan; and the executor that applies a plan.
+"""One run: desired state against actual state gives a plan; and the executor that applies a plan.
 
 ``make_plan`` is read-only: it loads manifests, gathers Secrets and status records from
 the tree, orders Certificates by what they depend on (a CA Certificate before the leaves
@@ -457,7 +457,8 @@ def _update_metadata(run: _Run, change: PlannedChange) -> None:
     document = state.load(run.read(path) or b"")
     if not (document.get("sops") or {}).get("mac_only_encrypted"):
         raise SopsError(
-            f"{path} was encrypted without mac_only_encrypted; its metadata cannot be edited in place"
+            f"{path} was encrypted without mac_only_encrypted; "
+            "its metadata cannot be edited in place"
         )
 
     labels, annotations = state.desired_metadata(spec, state.managed_annotations(spec))
@@ -593,12 +594,10 @@ def certificate_states(plan: Plan) -> list[CertificateState]:
         status = change.actual.status
         cert = change.actual.secret.certificate if change.actual.secret else None
         last = ""
-        if status is not None:
-            last = (
-                status.last_failure_reason
-                and f"failed: {status.last_failure_message}"
-                or status.last_issuance_reason
-            )
+        if status is not None and status.last_failure_reason:
+            last = f"failed: {status.last_failure_message}"
+        elif status is not None:
+            last = status.last_issuance_reason
         rows.append(
             CertificateState(
                 key=change.key,

@@ -30,7 +30,7 @@ spec:
   git:
     remote: origin
     branch: main
-    author: {{name: gitcert, email: gitcert@localhost}}
+    author: {name: gitcert, email: gitcert@localhost}
 """
 
 SOPS_RULES = """\
@@ -124,33 +124,58 @@ def write_identity(key_file: Path) -> str:
     return recipient
 
 
+def _template_files(template: Path) -> dict[str, bytes]:
+    """Every file of a template cert repo, except what gitcert or sops generate."""
+    if not (template / "gitcert.yaml").is_file():
+        raise UserError(f"{template} has no gitcert.yaml; --from needs a cert repo to copy")
+    skipped = {".git", "secrets", "status", ".sops.yaml"}
+    files = {}
+    for file in sorted(template.rglob("*")):
+        relative = file.relative_to(template)
+        if file.is_file() and relative.parts[0] not in skipped:
+            files[relative.as_posix()] = file.read_bytes()
+    return files
+
+
 def init(
-    path: Path, key_file: Path | None, recipients: list[str], branch: str = "main"
+    path: Path,
+    key_file: Path | None,
+    recipients: list[str],
+    template: Path | None = None,
+    branch: str = "main",
 ) -> InitResult:
-    """Create a cert repo at ``path`` (which must be absent or empty) and commit it."""
+    """Create a cert repo at ``path`` (which must be absent or empty) and commit it.
+
+    The manifests come from ``template`` (a cert repo to copy) or a small example; the
+    ``.sops.yaml`` is always new, for the given recipients or a freshly generated key.
+    """
     if path.exists() and any(path.iterdir()):
         raise UserError(f"{path} exists and is not empty; gitcert init makes a new repository")
+    if template is not None:
+        files = _template_files(template)
+    else:
+        files = {
+            "gitcert.yaml": CONFIG.encode(),
+            "manifests/pki.yaml": EXAMPLE.format(name=path.resolve().name).encode(),
+        }
 
     key_file = key_file or default_key_file()
     recipient = recipients[0] if recipients else write_identity(key_file)
     all_recipients = ",".join(dict.fromkeys([recipient, *recipients]))
+    files[".sops.yaml"] = SOPS_RULES.format(recipients=all_recipients).encode()
 
-    files = {
-        "gitcert.yaml": CONFIG.format(),
-        ".sops.yaml": SOPS_RULES.format(recipients=all_recipients),
-        "manifests/pki.yaml": EXAMPLE.format(name=path.resolve().name),
-    }
     path.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
+    for name, data in files.items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_text(text, encoding="utf-8")
+        (path / name).write_bytes(data)
+
 
     repo = gitops.init_repository(path, branch)
     target = Target(branch=f"refs/heads/{branch}", tree=gitops.resolve(repo, None))
     commit = gitops.commit_changes(
         repo,
         target,
-        {name: text.encode() for name, text in files.items()},
+        files,
         "gitcert init\n",
         ("gitcert", "gitcert@localhost"),
     )

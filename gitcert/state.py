@@ -58,7 +58,7 @@ class _Dumper(yaml.CSafeDumper):
     pass
 
 
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
     # PEM blocks and age envelopes read best (and diff line by line) as literal blocks.
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
@@ -303,7 +303,7 @@ def request_to_json(request: Request) -> dict[str, Any]:
 
 
 def request_from_json(data: Mapping[str, Any]) -> Request:
-    subject = {
+    subject: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("subject") or {}).items()
     }
     return Request(

@@ -143,7 +143,7 @@ class CertRepo:
 
     def gitcert(self, *args: str, now: str | None = NOW) -> Result:
         argv = [*args, "--repo", str(self.path)]
-        if now is not None and args[0] in ("plan", "apply", "status", "validate"):
+        if now is not None and {"plan", "apply", "status", "validate"} & set(args):
             argv += ["--now", now]
         return CliRunner().invoke(cli, argv, catch_exceptions=False)
 

@@ -13,7 +13,12 @@ from cryptography import x509
 
 from gitcert import pki
 from gitcert.errors import PermanentIssuanceError
-from gitcert.issuers import IssuerContext, SignedCertificate, SigningRequest, resource_namespace
+from gitcert.issuers.base import (
+    IssuerContext,
+    SignedCertificate,
+    SigningRequest,
+    resource_namespace,
+)
 from gitcert.model import IssuerSpec
 
 

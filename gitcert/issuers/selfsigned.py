@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gitcert.errors import PermanentIssuanceError
-from gitcert.issuers import IssuerContext, SignedCertificate, SigningRequest
+from gitcert.issuers.base import IssuerContext, SignedCertificate, SigningRequest
 from gitcert.model import IssuerSpec
 from gitcert.pki import SigningTemplate, sign_certificate
 
