@@ -32,6 +32,7 @@ from gitcert.errors import (
     TemporaryIssuanceError,
 )
 from gitcert.issuers import (
+    Issuer,
     IssuerContext,
     KeyPair,
     SigningRequest,
@@ -219,7 +220,7 @@ class _Run(IssuerContext):
         self._fresh: dict[str, pki.PrivateKey] = {}
         self._pairs: dict[str, KeyPair] = {}
         self._lock = threading.Lock()
-        self._issuers: dict[ObjectKey, object] = {}
+        self._issuers: dict[ObjectKey, Issuer] = {}
 
     def read(self, path: str) -> bytes | None:
         with self._lock:
@@ -276,7 +277,7 @@ class _Run(IssuerContext):
                 f"{policies.KEY_PAIR_INVALID}: tls.key of {path} does not parse"
             ) from exc
 
-    def issuer(self, spec: CertificateSpec) -> object:
+    def issuer(self, spec: CertificateSpec) -> Issuer:
         key = _issuer_key(spec)
         with self._lock:
             if key not in self._issuers:
@@ -355,7 +356,7 @@ def _issue(run: _Run, change: PlannedChange) -> None:
     csr = pki.build_csr(spec.request, key)
 
     issuer = run.issuer(spec)
-    signed = issuer.sign(SigningRequest(spec, csr, key, now))  # type: ignore[attr-defined]
+    signed = issuer.sign(SigningRequest(spec, csr, key, now))
     pki.verify_issued(signed.certificate, signed.chain, signed.ca, key, spec.request, now)
 
     values = {

@@ -169,7 +169,6 @@ def init(
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(data)
 
-
     repo = gitops.init_repository(path, branch)
     target = Target(branch=f"refs/heads/{branch}", tree=gitops.resolve(repo, None))
     commit = gitops.commit_changes(

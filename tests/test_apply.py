@@ -75,7 +75,9 @@ def issued(cert_repo: CertRepo) -> CertRepo:
     return cert_repo
 
 
-def test_first_apply_issues_the_bootstrap_chain_and_leaves(issued: CertRepo, tmp_path: Path) -> None:
+def test_first_apply_issues_the_bootstrap_chain_and_leaves(
+    issued: CertRepo, tmp_path: Path
+) -> None:
     assert issued.log()[0] == "gitcert: issue 4"
     message = issued.show("--format=%B --no-patch HEAD")
     assert "- issue Certificate/cert-manager/root-ca: SecretMissing" in message
@@ -101,8 +103,15 @@ def test_first_apply_issues_the_bootstrap_chain_and_leaves(issued: CertRepo, tmp
     (tmp_path / "leaf.pem").write_text(data["tls.crt"])
     verify = subprocess.run(
         # -attime: the clock of the run is pinned to NOW, so is the verification.
-        ["openssl", "verify", "-attime", str(int(clock.parse_instant(NOW).timestamp())),
-         "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "leaf.pem")],
+        [
+            "openssl",
+            "verify",
+            "-attime",
+            str(int(clock.parse_instant(NOW).timestamp())),
+            "-CAfile",
+            str(tmp_path / "ca.pem"),
+            str(tmp_path / "leaf.pem"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -165,7 +174,10 @@ def test_changing_one_dns_name_reissues_only_that_certificate(issued: CertRepo) 
     plan = plan_json(issued)
     assert pending(plan) == [("Certificate/team-a/web", "reissue", "SpecChanged")]
     change = next(c for c in plan["changes"] if c["name"] == "web")  # type: ignore[union-attr]
-    assert change["message"] == "changed since issuance: dnsNames (+api.example.test; -www.example.test)"
+    assert (
+        change["message"]
+        == "changed since issuance: dnsNames (+api.example.test; -www.example.test)"
+    )
 
     before = issued.head()
     assert issued.gitcert("apply").exit_code == 0
@@ -194,7 +206,8 @@ def test_moving_the_clock_past_a_renewal_time_renews_exactly_the_due(issued: Cer
 def test_secret_template_drift_is_repaired_without_reissuing(issued: CertRepo) -> None:
     before = secret(issued, "team-a", "web-tls")
     text = issued.read("manifests/apps.yaml").replace(
-        "  secretName: web-tls\n", "  secretName: web-tls\n  secretTemplate:\n    labels: {tier: edge}\n"
+        "  secretName: web-tls\n",
+        "  secretName: web-tls\n  secretTemplate:\n    labels: {tier: edge}\n",
     )
     issued.write("manifests/apps.yaml", text)
     issued.commit("label web")
@@ -219,7 +232,11 @@ def test_rotation_policy_never_keeps_the_key_across_renewal(cert_repo: CertRepo)
     cert_repo.write("manifests/pki.yaml", BOOTSTRAP)
     cert_repo.write(
         "manifests/app.yaml",
-        leaf("db", duration="24h", privateKey={"algorithm": "RSA", "size": 2048, "rotationPolicy": "Never"}),
+        leaf(
+            "db",
+            duration="24h",
+            privateKey={"algorithm": "RSA", "size": 2048, "rotationPolicy": "Never"},
+        ),
     )
     cert_repo.commit()
     assert cert_repo.gitcert("apply").exit_code == 0
@@ -341,7 +358,9 @@ spec:
     assert status["failedIssuanceAttempts"] == 2
     assert status["retryAfter"] == "2026-06-01T15:00:00Z"
 
-    text = cert_repo.read("manifests/bad.yaml").replace("victim.example.test", "victim2.example.test")
+    text = cert_repo.read("manifests/bad.yaml").replace(
+        "victim.example.test", "victim2.example.test"
+    )
     cert_repo.write("manifests/bad.yaml", text)
     cert_repo.commit()
     assert pending(plan_json(cert_repo, now="2026-06-01T13:00:01Z")) == [
@@ -355,7 +374,9 @@ def test_plan_detailed_exit_code(issued: CertRepo) -> None:
     assert result.exit_code == 2
 
 
-def test_logs_never_carry_private_keys(cert_repo: CertRepo, capfd: pytest.CaptureFixture[str]) -> None:
+def test_logs_never_carry_private_keys(
+    cert_repo: CertRepo, capfd: pytest.CaptureFixture[str]
+) -> None:
     cert_repo.write("manifests/pki.yaml", BOOTSTRAP + leaf("web"))
     cert_repo.commit()
     result = cert_repo.gitcert("-vv", "apply")
