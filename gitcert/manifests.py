@@ -202,7 +202,28 @@ def _locate(text: str, field: Sequence[str | int]) -> int:
     return line
 
 
+class _StrictLoader(yaml.CSafeLoader):
+    """libyaml's loader, refusing duplicate keys.
+
+    YAML parsers keep the last of two equal keys; Kubernetes' strict decoding refuses them.
+    A second ``dnsNames:`` silently replacing the first is exactly the kind of loss a
+    reviewer misses, so it is an error here.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Problem]]:
+
     """Decode and parse every YAML document in one file."""
     try:
         text = data.decode("utf-8")
@@ -222,7 +243,8 @@ def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Proble
     for start, lines in chunks:
         chunk = "".join(lines)
         try:
-            body = yaml.load(chunk, Loader=yaml.CSafeLoader)
+            body = yaml.load(chunk, Loader=_StrictLoader)
+
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = start + int(mark.line) if mark is not None else start
