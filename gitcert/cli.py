@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from gitcert import __version__, clock, gitops, log, reconcile, render, scaffold
 from gitcert.errors import GitcertError, ManifestError, UserError
@@ -54,6 +55,11 @@ def repo_options(func: F) -> F:
     return func
 
 
+def _error(message: str) -> None:
+    # Messages quote the user's values; "[bold]" in a secretName must print as typed.
+    stderr.print(f"[red]error:[/] {escape(message)}")
+
+
 def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -61,14 +67,11 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ManifestError as exc:
             for problem in exc.problems:
-                stderr.print(f"[red]error:[/] {problem}", markup=True, highlight=False)
+                _error(str(problem))
             stderr.print(f"{len(exc.problems)} problem(s) found; nothing was written.")
             sys.exit(EXIT_ERROR)
-        except UserError as exc:
-            stderr.print(f"[red]error:[/] {exc}")
-            sys.exit(EXIT_ERROR)
         except GitcertError as exc:
-            stderr.print(f"[red]error:[/] {exc}")
+            _error(str(exc))
             sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
@@ -179,7 +182,7 @@ def _apply(the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Tar
             done += 1
             spinner.update(f"applying... {done}/{len(the_plan.pending)}")
             if not outcome.ok:
-                stderr.print(f"[red]failed:[/] {outcome.change.key}: {outcome.message}")
+                stderr.print(f"[red]failed:[/] {outcome.change.key}: {escape(outcome.message)}")
 
         result = reconcile.apply(the_plan, repo, target, progress)
 

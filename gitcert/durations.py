@@ -21,7 +21,10 @@ _UNITS = {
     "m": Decimal(60),
     "h": Decimal(3600),
 }
-_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# ASCII digits only: Go rejects other scripts' digits, which Python's \d would accept.
+_TERM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
+# Go's time.Duration is an int64 of nanoseconds: about 2562047h47m16s.
+MAX_SECONDS = (2**63 - 1) // 10**9
 
 
 def parse(text: str) -> timedelta:
@@ -49,6 +52,8 @@ def parse(text: str) -> timedelta:
         position = match.end()
     if position != len(body) or position == 0:
         raise ValueError(f"{text!r} is not a duration; expected e.g. 2160h, 1h30m or 90m")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{text!r} is too long; durations go up to {MAX_SECONDS // 3600}h")
     return timedelta(seconds=int(seconds))
 
 

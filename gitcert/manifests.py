@@ -132,6 +132,9 @@ def _explain(error: jsonschema.ValidationError) -> list[tuple[tuple[str | int, .
         return [(path, f"got {error.instance!r}, expected one of: {', '.join(map(str, allowed))}")]
     if error.validator == "type":
         return [(path, f"expected {schema_.get('type')}, got {_type_name(error.instance)}")]
+    if error.validator == "maxLength" and isinstance(error.instance, str):
+        limit = schema_.get("maxLength")
+        return [(path, f"is {len(error.instance)} characters long; at most {limit} are allowed")]
     if error.validator == "pattern":
         return [(path, f"{error.instance!r} is not a valid name (lower-case, digits, '-', '.')")]
     if error.validator in ("minProperties", "maxProperties") and path[-1:] == ("spec",):
@@ -180,7 +183,7 @@ def _dotted(field: Sequence[str | int]) -> str | None:
 def _first_content_line(text: str) -> int:
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not _DOC_SEPARATOR.match(line):
+        if stripped and not stripped.startswith(("#", "%")) and not _DOC_SEPARATOR.match(line):
             return number
     return 1
 
@@ -223,8 +226,7 @@ class _StrictLoader(yaml.CSafeLoader):
 
 
 def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Problem]]:
-
-    """Decode and parse every YAML document in one file."""
+    """Decode and parse every YAML document in one file; never raises on bad input."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -233,29 +235,95 @@ def split_documents(path: str, data: bytes) -> tuple[list[Document], list[Proble
         message = f"not UTF-8 (byte 0x{byte}); save the file as UTF-8"
         return [], [Problem(path, bad_line, None, message)]
 
-    chunks: list[tuple[int, list[str]]] = [(1, [])]
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        if _DOC_SEPARATOR.match(line):
-            chunks.append((number, []))
-        chunks[-1][1].append(line)
-
     documents, problems = [], []
-    for start, lines in chunks:
-        chunk = "".join(lines)
+    for start, chunk in _chunks(text):
         try:
             body = yaml.load(chunk, Loader=_StrictLoader)
-
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = start + int(mark.line) if mark is not None else start
-            reason = getattr(exc, "problem", None) or str(exc)
-            problems.append(Problem(path, where, None, f"invalid YAML: {reason}"))
+            problems.append(Problem(path, _error_line(exc, chunk, start), None, _reason(exc)))
+            continue
+        except _CONSTRUCTOR_ERRORS as exc:
+            # PyYAML's constructors raise plain errors for values such as 2026-13-01.
+            where = start + _bad_value_line(chunk)
+            problems.append(Problem(path, where, None, f"invalid YAML value: {exc}"))
             continue
         if body is None:
             continue
         first = start - 1 + _first_content_line(chunk)
         documents.append(Document(path, first, chunk, body))
     return documents, problems
+
+
+_CONSTRUCTOR_ERRORS = (ValueError, TypeError, IndexError, AttributeError, OverflowError)
+
+
+def _bad_value_line(chunk: str) -> int:
+    """0-based line of the first scalar in ``chunk`` whose value cannot be constructed."""
+    loader = yaml.SafeLoader("")
+    stack = [yaml.compose(chunk, Loader=yaml.CSafeLoader)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node)
+            except (*_CONSTRUCTOR_ERRORS, yaml.YAMLError):
+                return int(node.start_mark.line)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return 0
+
+
+def _chunks(text: str) -> list[tuple[int, str]]:
+    """Split a stream at ``---`` lines: (first line number, text) of each document.
+
+    Lines are split at ``\n`` only; ``str.splitlines`` would also split at characters such
+    as form feeds, which YAML does not treat as line breaks, and shift every line number.
+    Directives (``%YAML 1.1``) stay with the document they introduce.
+    """
+    chunks: list[tuple[int, list[str]]] = [(1, [])]
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        ending = "\n" if number < len(lines) else ""
+        if _DOC_SEPARATOR.match(line) and not _only_directives(chunks[-1][1]):
+            chunks.append((number, []))
+        chunks[-1][1].append(line + ending)
+    return [(start, "".join(body)) for start, body in chunks]
+
+
+def _only_directives(lines: list[str]) -> bool:
+    content = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return bool(content) and all(ln.startswith("%") for ln in content)
+
+
+def _error_line(exc: yaml.YAMLError, chunk: str, start: int) -> int:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return start + int(mark.line)
+    position = getattr(exc, "position", None)  # ReaderError: a bad character
+    if isinstance(position, int):
+        return start + chunk[:position].count("\n")
+    return start
+
+
+def _reason(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return f"invalid YAML: character {character!r} is not allowed"
+    return f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
+
+
+def locate(tree: FileSource, source: Source, field: Sequence[str | int]) -> int:
+    """The line of ``field`` in the object written at ``source``; for errors found later.
+
+    Re-reads and re-parses that one file, so it costs nothing unless a problem is reported.
+    """
+    documents, _ = split_documents(source.path, tree.read(source.path) or b"")
+    for document in documents:
+        if document.line == source.line:
+            return document.locate(field)
+    return source.line
 
 
 # --- the whole desired state -----------------------------------------------------------------
@@ -360,9 +428,9 @@ def _check_kind(document: Document) -> list[Problem]:
     if kind in _LATER_KINDS:
         return [document.problem(("kind",), _LATER_KINDS[str(kind)])]
     known = ", ".join(f"{a} {k}" for a, k in _KINDS)
-    return [
-        document.problem(("kind",), f"unsupported apiVersion/kind {api} {kind}; known: {known}")
-    ]
+    field = "kind" if kind not in {k for _, k in _KINDS} else "apiVersion"
+    message = f"unsupported apiVersion/kind {api} {kind}; known: {known}"
+    return [document.problem((field,), message)]
 
 
 def _load_document(
@@ -472,8 +540,9 @@ def _duration(spec: Mapping[str, JSON], field: str, bad: Complaint) -> timedelta
 
 
 def _request(spec: Mapping[str, JSON], bad: Complaint) -> Request:
-    duration = _duration(spec, "duration", bad) or DEFAULT_DURATION
-    if "duration" in spec and duration < _MIN_DURATION:
+    parsed = _duration(spec, "duration", bad)
+    duration = parsed if parsed is not None else DEFAULT_DURATION
+    if parsed is not None and duration < _MIN_DURATION:
         bad("duration", f"must be at least 1h, got {spec['duration']}")
 
     literal = spec.get("literalSubject", "")

@@ -8,35 +8,48 @@ not trigger a reissue. Everything that compares names goes through these functio
 from __future__ import annotations
 
 import ipaddress
+import re
+import unicodedata
 from collections.abc import Iterable
+
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$", re.ASCII)
 
 
 def dns_name(name: str) -> str:
     """Lower-case, no trailing dot, IDNA (punycode) labels; ``*.`` wildcards kept.
 
+    Unicode labels are NFC-normalised first, so a name typed on a system that writes
+    decomposed characters names the same certificate.
+
     Raises:
-        ValueError: the name cannot be encoded as a DNS name.
+        ValueError: the name cannot be a DNS name.
     """
-    text = name.strip().rstrip(".").lower()
+    text = unicodedata.normalize("NFC", name.strip()).rstrip(".").lower()
     if not text:
         raise ValueError("empty DNS name")
     wildcard = text.startswith("*.")
     body = text[2:] if wildcard else text
-    labels = []
-    for label in body.split("."):
-        if not label:
-            raise ValueError(f"{name!r} has an empty label")
-        if label.isascii():
-            labels.append(label)
-            continue
+    labels = [_label(label, name) for label in body.split(".")]
+    result = ("*." if wildcard else "") + ".".join(labels)
+    if len(result) > 253:
+        raise ValueError(f"{name!r} is longer than 253 characters")
+    return result
+
+
+def _label(label: str, name: str) -> str:
+    if not label.isascii():
         try:
-            labels.append("xn--" + label.encode("punycode").decode("ascii"))
+            label = "xn--" + label.encode("punycode").decode("ascii")
         except UnicodeError as exc:
             raise ValueError(f"{name!r} cannot be encoded as punycode") from exc
-    for label in labels:
-        if len(label) > 63:
-            raise ValueError(f"{name!r} has a label longer than 63 characters")
-    return ("*." if wildcard else "") + ".".join(labels)
+    if not _LABEL.match(label):
+        raise ValueError(
+            f"{name!r} is not a DNS name: label {label!r} may hold only letters, digits "
+            "and inner hyphens"
+        )
+    if len(label) > 63:
+        raise ValueError(f"{name!r} has a label longer than 63 characters")
+    return label
 
 
 def ip_address(text: str) -> str:

@@ -129,24 +129,26 @@ def _dependency_levels(
             if (ns, name) in writers:
                 issuer_deps[key].append(writers[(ns, name)])
             elif tree.blob_id(state.secret_path(config, ns, name)) is None:
+                field = ("spec", issuer.type, "secretName")
                 problems.append(
-                    _missing_secret(issuer.source.path, issuer.source.line, issuer.type, ns, name)
+                    Problem(
+                        issuer.source.path,
+                        manifests.locate(tree, issuer.source, field),
+                        ".".join(field),
+                        f"Secret {ns}/{name} is neither in the repo nor written by any Certificate",
+                    )
                 )
 
     edges = {c.key: issuer_deps[_issuer_key(c)] for c in desired.certificates}
     levels: dict[ObjectKey, int] = {}
+    cycles: dict[ObjectKey, tuple[CertificateSpec, str]] = {}
     for spec in desired.certificates:
-        problems += _visit(spec, edges, levels, [])
+        _visit(spec, edges, levels, [], cycles)
+    for spec, message in cycles.values():
+        field = ("spec", "issuerRef", "name")
+        line = manifests.locate(tree, spec.source, field)
+        problems.append(Problem(spec.source.path, line, ".".join(field), message))
     return levels, problems
-
-
-def _missing_secret(path: str, line: int, kind: str, namespace: str, name: str) -> Problem:
-    return Problem(
-        path,
-        line,
-        f"spec.{kind}.secretName",
-        f"Secret {namespace}/{name} is neither in the repo nor written by any Certificate",
-    )
 
 
 def _issuer_key(spec: CertificateSpec) -> ObjectKey:
@@ -160,26 +162,26 @@ def _visit(
     edges: Mapping[ObjectKey, list[CertificateSpec]],
     levels: dict[ObjectKey, int],
     path: list[CertificateSpec],
-) -> list[Problem]:
+    cycles: dict[ObjectKey, tuple[CertificateSpec, str]],
+) -> bool:
+    """Depth-first: set ``levels[spec.key]``; False when ``spec`` sits on or behind a cycle."""
     if spec.key in levels:
-        return []
-    if spec in path:
-        cycle = [*path[path.index(spec) :], spec]
+        return spec.key not in cycles
+    keys = [c.key for c in path]
+    if spec.key in keys:
+        cycle = [*path[keys.index(spec.key) :], spec]
         chain = " → ".join(
             f"{c.key} (issuer {c.issuer_ref.kind}/{c.issuer_ref.name})" for c in cycle
         )
-        return [
-            Problem(c.source.path, c.source.line, "spec.issuerRef", f"dependency cycle: {chain}")
-            for c in cycle[:-1]
-        ]
-    problems = []
-    for dependency in edges[spec.key]:
-        problems += _visit(dependency, edges, levels, [*path, spec])
-    if not problems:
+        for member in cycle[:-1]:
+            cycles.setdefault(member.key, (member, f"dependency cycle: {chain}"))
+        return False
+    healthy = all([_visit(d, edges, levels, [*path, spec], cycles) for d in edges[spec.key]])
+    if healthy:
         levels[spec.key] = 1 + max((levels[d.key] for d in edges[spec.key]), default=-1)
     else:
         levels.setdefault(spec.key, 0)
-    return problems
+    return healthy
 
 
 # --- applying --------------------------------------------------------------------------------

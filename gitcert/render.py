@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gitcert.clock import format_instant
@@ -66,10 +67,10 @@ def plan_text(plan: Plan, console: Console) -> None:
             d = change.decision
             style = _STYLE.get(d.action, "")
             table.add_row(
-                str(change.key),
+                escape(str(change.key)),
                 f"[{style}]{d.action}[/]",
                 d.reason,
-                d.message,
+                escape(d.message),
                 _time(d.renewal_time),
             )
         console.print(table)
@@ -138,7 +139,11 @@ def status_text(rows: Sequence[CertificateState], console: Console) -> None:
     for row in rows:
         ready = "[green]True[/]" if row.ready else f"[red]False[/] ({row.reason})"
         table.add_row(
-            str(row.key), ready, _time(row.not_after), _time(row.renewal_time), row.last_reason
+            escape(str(row.key)),
+            ready,
+            _time(row.not_after),
+            _time(row.renewal_time),
+            escape(row.last_reason),
         )
     console.print(table)
 

@@ -290,7 +290,7 @@ def test_a_ca_issuer_without_its_secret_is_a_validation_error(issued: CertRepo) 
     result = issued.gitcert("apply")
     assert result.exit_code == 1
     assert (
-        "manifests/other.yaml:1: spec.ca.secretName: Secret team-b/root-ca-copy is neither in "
+        "manifests/other.yaml:5: spec.ca.secretName: Secret team-b/root-ca-copy is neither in "
         "the repo nor written by any Certificate"
     ) in result.output
     assert issued.head() == head
