@@ -445,7 +445,7 @@ def _encrypt_secret(
     if any(readable.get(k, "").startswith("ENC[") for k in ("tls.crt", "ca.crt")):
         raise SopsError(
             f"the .sops.yaml rule for {path} encrypts tls.crt/ca.crt; gitcert needs them readable: "
-            r"use encrypted_regex: ^tls\.key$"
+            r"use unencrypted_regex: ^(apiVersion|kind|metadata|type|tls\.crt|ca\.crt)$"
         )
     if not sops_metadata.get("mac_only_encrypted"):
         raise SopsError(f"the .sops.yaml rule for {path} must set mac_only_encrypted: true")

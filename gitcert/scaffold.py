@@ -34,15 +34,15 @@ spec:
 """
 
 SOPS_RULES = """\
-# sops creation rules. gitcert encrypts only tls.key; tls.crt and ca.crt stay readable so
-# that a pull request shows what changed and `gitcert plan` needs no key. mac_only_encrypted
-# lets gitcert repair labels and annotations without decrypting anything.
+# sops creation rules. Every Secret value is encrypted except tls.crt and ca.crt, which stay
+# readable so that a pull request shows what changed and `gitcert plan` needs no key.
+# mac_only_encrypted lets gitcert repair labels and annotations without decrypting anything.
 stores:
   yaml:
     indent: 2
 creation_rules:
   - path_regex: ^secrets/.*\\.ya?ml$
-    encrypted_regex: ^tls\\.key$
+    unencrypted_regex: ^(apiVersion|kind|metadata|type|tls\\.crt|ca\\.crt)$
     mac_only_encrypted: true
     age: {recipients}
 """

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 SOPS_CONFIG = ".sops.yaml"
 ENCRYPTED_PREFIX = "ENC[AES256_GCM,"
+# Secret values that are public by nature and stay readable.
+PUBLIC_VALUES = frozenset({"tls.crt", "ca.crt"})
 KEY_GROUPS = ("age", "pgp", "kms", "gcp_kms", "azure_kv", "hc_vault", "key_groups")
 _EXIT_HINTS = {
     128: "no identity could decrypt the data key; set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY) "
@@ -137,8 +139,8 @@ class Sops:
 def encryption_problem(document: Mapping[str, Any]) -> str | None:
     """Why a parsed Secret file is not safely SOPS-encrypted, or None when it is.
 
-    Safe means: sops metadata with a MAC and at least one recipient, and every ``tls.key``
-    (under ``data`` or ``stringData``) an sops ciphertext.
+    Safe means: sops metadata with a MAC and at least one recipient, and every value under
+    ``data`` or ``stringData`` an sops ciphertext, except the public certificates.
     """
     metadata = document.get("sops")
     if not isinstance(metadata, Mapping) or "mac" not in metadata:
@@ -149,9 +151,9 @@ def encryption_problem(document: Mapping[str, Any]) -> str | None:
         values = document.get(section) or {}
         if not isinstance(values, Mapping):
             return f"{section} is not a mapping"
-        key = values.get("tls.key")
-        if key is not None and not str(key).startswith(ENCRYPTED_PREFIX):
-            return f"{section}.tls.key is not encrypted"
+        for key, value in values.items():
+            if key not in PUBLIC_VALUES and not str(value).startswith(ENCRYPTED_PREFIX):
+                return f"{section}.{key} is not encrypted"
     return None
 
 

@@ -35,7 +35,7 @@ stores:
     indent: 2
 creation_rules:
   - path_regex: ^secrets/.*\\.ya?ml$
-    encrypted_regex: ^tls\\.key$
+    unencrypted_regex: ^(apiVersion|kind|metadata|type|tls\\.crt|ca\\.crt)$
     mac_only_encrypted: true
     age: {recipient}
 """
