@@ -10,6 +10,7 @@ through a callback rather than an exception.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,21 @@ def commit_changes(
         GitError: the branch moved underneath us, or the work tree has conflicting edits.
     """
     parent = target.tree.commit
+    tree_id = _index_with(repo, parent, changes).write_tree(repo)
+
+    signature = pygit2.Signature(*author)
+    parents = [parent.id] if parent is not None else []
+    commit_id = repo.create_commit(None, signature, signature, message, tree_id, parents)
+
+    _move_branch(repo, target, commit_id)
+    log.info("committed %s on %s", str(commit_id)[:12], target.branch)
+    return str(commit_id)
+
+
+def _index_with(
+    repo: pygit2.Repository, parent: pygit2.Commit | None, changes: Mapping[str, bytes | None]
+) -> pygit2.Index:
+    """An in-memory index: the parent's tree with ``changes`` applied (None deletes)."""
     index = pygit2.Index()
     if parent is not None:
         index.read_tree(parent.tree)
@@ -148,15 +164,7 @@ def commit_changes(
                 index.remove(path)
             continue
         index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
-    tree_id = index.write_tree(repo)
-
-    signature = pygit2.Signature(*author)
-    parents = [parent.id] if parent is not None else []
-    commit_id = repo.create_commit(None, signature, signature, message, tree_id, parents)
-
-    _move_branch(repo, target, commit_id)
-    log.info("committed %s on %s", str(commit_id)[:12], target.branch)
-    return str(commit_id)
+    return index
 
 
 def _move_branch(repo: pygit2.Repository, target: Target, commit_id: pygit2.Oid) -> None:
@@ -236,3 +244,43 @@ def sync_index(repo: pygit2.Repository) -> None:
     """Make the index match HEAD (after committing files that were already on disk)."""
     repo.index.read_tree(repo.head.peel(pygit2.Tree))
     repo.index.write()
+
+
+JOURNAL_REF = "refs/gitcert/journal"
+
+
+class Journal:
+    """Files kept on a side ref, written at once, outside the branch's history.
+
+    An issuer journals what an interrupted run needs to resume (an ACME order URL and its
+    key, encrypted) the moment it exists. The branch gets one commit at the end of a run;
+    the journal survives a run that never gets there. Thread-safe.
+    """
+
+    def __init__(self, repo: pygit2.Repository, ref: str = JOURNAL_REF) -> None:
+        self.repo = repo
+        self.ref = ref
+        self._lock = threading.Lock()
+
+    def _head(self) -> pygit2.Commit | None:
+        reference = self.repo.references.get(self.ref)
+        return reference.peel(pygit2.Commit) if reference is not None else None
+
+    def read(self, path: str) -> bytes | None:
+        with self._lock:
+            return Tree(self.repo, self._head()).read(path)
+
+    def write(self, changes: Mapping[str, bytes | None], message: str) -> None:
+        with self._lock:
+            head = self._head()
+            tree = Tree(self.repo, head)
+            if all(tree.read(p) == data for p, data in changes.items()):
+                return
+            target = Target(branch=self.ref, tree=tree)
+            index = _index_with(self.repo, head, changes)
+            signature = pygit2.Signature("gitcert", "gitcert@localhost")
+            parents = [head.id] if head is not None else []
+            commit = self.repo.create_commit(
+                None, signature, signature, message, index.write_tree(self.repo), parents
+            )
+            self.repo.references.create(target.branch, commit, force=True)

@@ -28,6 +28,7 @@ OWNER_CONFLICT = "OwnerConflict"
 KEY_SPEC_CHANGED = "KeySpecChanged"
 SPEC_CHANGED = "SpecChanged"
 RENEWAL_DUE = "RenewalDue"
+REVOKED = "Revoked"
 EXPIRED = "Expired"
 SECRET_TEMPLATE_MISMATCH = "SecretTemplateMismatch"
 MANAGED_METADATA_MISMATCH = "SecretManagedMetadataMismatch"
@@ -69,9 +70,14 @@ Check = Callable[[Input], Fired]
 
 
 def renewal_time(i: Input) -> datetime | None:
+    """When the current certificate is due: the issuer's suggestion (ACME ARI) for this very
+    certificate if there is one, else the rule from its lifetime and the spec."""
     cert = i.actual.secret.certificate if i.actual.secret else None
     if cert is None:
         return None
+    status = i.actual.status
+    if status and status.suggested_renewal_time and status.serial_number == cert.serial_number:
+        return status.suggested_renewal_time
     return pki.renewal_time(
         cert.not_before, cert.not_after, i.spec.renew_before, i.spec.renew_before_percentage
     )
@@ -100,6 +106,14 @@ def key_pair_invalid(i: Input) -> Fired:
     assert i.actual.secret is not None
     if i.actual.secret.certificate is None:
         return KEY_PAIR_INVALID, i.actual.secret.certificate_error or "tls.crt does not parse"
+    return None
+
+
+def revoked(i: Input) -> Fired:
+    cert = i.actual.secret.certificate if i.actual.secret else None
+    status = i.actual.status
+    if cert is not None and status is not None and status.revoked_serial == cert.serial_number:
+        return REVOKED, f"the certificate was revoked ({status.revocation_reason})"
     return None
 
 
@@ -235,6 +249,7 @@ TRIGGER_CHAIN: Sequence[Check] = (
     secret_missing,
     secret_incomplete,
     key_pair_invalid,
+    revoked,
     issuer_changed,
     owner_conflict,
     key_spec_changed,

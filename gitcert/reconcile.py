@@ -13,6 +13,7 @@ everything lands in one commit.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import threading
@@ -21,12 +22,16 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
 
 from gitcert import gitops, manifests, pki, policies, state
 from gitcert.errors import (
     GitcertError,
     IssuanceError,
     ManifestError,
+    PermanentIssuanceError,
     Problem,
     SopsError,
     TemporaryIssuanceError,
@@ -36,6 +41,7 @@ from gitcert.issuers import (
     IssuerContext,
     KeyPair,
     SigningRequest,
+    certificate_problems,
     registry,
     resource_namespace,
 )
@@ -89,6 +95,7 @@ def validate(tree: FileSource) -> tuple[DesiredState, dict[ObjectKey, int]]:
     """
     desired = manifests.load(tree, registry().keys())
     levels, problems = _dependency_levels(tree, desired)
+    problems += _issuer_problems(tree, desired)
     if problems:
         raise ManifestError(problems)
     return desired, levels
@@ -149,6 +156,18 @@ def _dependency_levels(
         line = manifests.locate(tree, spec.source, field)
         problems.append(Problem(spec.source.path, line, ".".join(field), message))
     return levels, problems
+
+
+def _issuer_problems(tree: FileSource, desired: DesiredState) -> list[Problem]:
+    """What each Certificate asks of its issuer that the issuer's plugin says it cannot do."""
+    problems = []
+    for spec in desired.certificates:
+        issuer = desired.issuers[_issuer_key(spec)]
+        for path, message in certificate_problems(registry()[issuer.type], issuer, spec):
+            line = manifests.locate(tree, spec.source, path)
+            dotted = ".".join(f"[{p}]" if isinstance(p, int) else p for p in path)
+            problems.append(Problem(spec.source.path, line, dotted.replace(".[", "["), message))
+    return problems
 
 
 def _issuer_key(spec: CertificateSpec) -> ObjectKey:
@@ -213,11 +232,12 @@ def blob_id(data: bytes) -> str:
 class _Run(IssuerContext):
     """Shared, thread-safe state of one apply: files written so far and keys in memory."""
 
-    def __init__(self, plan: Plan, tree: FileSource, sops: Sops) -> None:
+    def __init__(self, plan: Plan, tree: FileSource, sops: Sops, journal: gitops.Journal) -> None:
         self.config = plan.config
         self.plan = plan
         self.tree = tree
         self.sops = sops
+        self.journal = journal
         self.files: dict[str, bytes] = {}
         self._fresh: dict[str, pki.PrivateKey] = {}
         self._pairs: dict[str, KeyPair] = {}
@@ -265,19 +285,63 @@ class _Run(IssuerContext):
             self._pairs[path] = pair
         return pair
 
-    def decrypt_key(self, path: str, data: bytes, document: Mapping[str, object]) -> pki.PrivateKey:
-        section = "stringData" if "tls.key" in (document.get("stringData") or {}) else "data"  # type: ignore[operator]
-        pem = self.sops.decrypt_value(data, path, [section, "tls.key"])
-        if section == "data":
-            import base64
-
-            pem = base64.b64decode(pem)
+    def decrypt_key(self, path: str, data: bytes, document: Mapping[str, Any]) -> pki.PrivateKey:
+        pem = self._decrypt(path, data, document, "tls.key")
         try:
             return pki.load_key(pem)
         except ValueError as exc:
             raise TemporaryIssuanceError(
                 f"{policies.KEY_PAIR_INVALID}: tls.key of {path} does not parse"
             ) from exc
+
+    def _decrypt(self, path: str, data: bytes, document: Mapping[str, Any], key: str) -> bytes:
+        """One value of a Secret file: decrypted by sops; ``data`` values base64-decoded."""
+        section = "stringData" if key in (document.get("stringData") or {}) else "data"
+        value = self.sops.decrypt_value(data, path, [section, key])
+        return base64.b64decode(value) if section == "data" else value
+
+    def private_key(self, namespace: str, secret_name: str) -> pki.PrivateKey | None:
+        path = state.secret_path(self.config, namespace, secret_name)
+        data = self.read(path)
+        if data is None:
+            return None
+        return self.decrypt_key(path, data, state.load(data))
+
+    def secret_value(self, namespace: str, secret_name: str, key: str) -> bytes:
+        path = state.secret_path(self.config, namespace, secret_name)
+        data = self.read(path)
+        document = state.load(data) if data is not None else None
+        if document is None or key not in state.secret_values(document):
+            raise PermanentIssuanceError(f"Secret {namespace}/{secret_name} has no key {key!r}")
+        return self._decrypt(path, data or b"", document, key)
+
+    def store_private_key(
+        self, namespace: str, secret_name: str, key: pki.PrivateKey, annotations: Mapping[str, str]
+    ) -> None:
+        path = state.secret_path(self.config, namespace, secret_name)
+        pem = pki.key_to_pem(key, "PKCS8").decode()
+        document = state.secret_document(secret_name, namespace, {}, annotations, "Opaque", {})
+        self.write(path, seal(self.sops, path, document, {"tls.key": pem}), key)
+
+    def _journal_path(self, name: str) -> str:
+        return f"{name}.yaml"
+
+    def journal_load(self, name: str) -> tuple[Mapping[str, str], pki.PrivateKey] | None:
+        data = self.journal.read(self._journal_path(name))
+        if data is None:
+            return None
+        document = state.load(data)
+        facts = dict((document.get("metadata") or {}).get("annotations") or {})
+        # sops matches creation rules by path; journal entries borrow one under secrets/.
+        rules_path = f"{self.config.secrets_path}/.journal/{self._journal_path(name)}"
+        return facts, self.decrypt_key(rules_path, data, document)
+
+    def journal_save(self, name: str, facts: Mapping[str, str], key: pki.PrivateKey) -> None:
+        rules_path = f"{self.config.secrets_path}/.journal/{self._journal_path(name)}"
+        pem = pki.key_to_pem(key, "PKCS8").decode()
+        document = state.secret_document(name.rsplit("/", 1)[-1], "", {}, facts, "Opaque", {})
+        sealed = seal(self.sops, rules_path, document, {"tls.key": pem})
+        self.journal.write({self._journal_path(name): sealed}, f"gitcert: journal {name}\n")
 
     def issuer(self, spec: CertificateSpec) -> Issuer:
         key = _issuer_key(spec)
@@ -305,8 +369,9 @@ def apply(
         log.info("nothing to do")
         return result
 
+    journal = gitops.Journal(repo)
     with Sops(target.tree.read(".sops.yaml")) as sops:
-        run = _Run(plan, target.tree, sops)
+        run = _Run(plan, target.tree, sops, journal)
         by_level: dict[int, list[PlannedChange]] = defaultdict(list)
         for change in plan.pending:
             by_level[change.level].append(change)
@@ -327,6 +392,10 @@ def apply(
         message,
         (plan.config.git.author_name, plan.config.git.author_email),
     )
+
+    # What was issued and committed needs no resuming: drop its journal entries.
+    done = {f"{o.change.key}.yaml": None for o in result.outcomes if o.ok}
+    journal.write(done, "gitcert: committed " + result.commit[:12] + "\n")
     return result
 
 
@@ -358,7 +427,9 @@ def _issue(run: _Run, change: PlannedChange) -> None:
     csr = pki.build_csr(spec.request, key)
 
     issuer = run.issuer(spec)
-    signed = issuer.sign(SigningRequest(spec, csr, key, now))
+    current = _current_certificate(run, spec)
+    signed = issuer.sign(SigningRequest(spec, csr, key, now, current))
+    key = signed.key or key
     pki.verify_issued(signed.certificate, signed.chain, signed.ca, key, spec.request, now)
 
     values = {
@@ -394,8 +465,21 @@ def _issue(run: _Run, change: PlannedChange) -> None:
         private_key=replace(spec.private_key, rotation_policy="Always"),
         secret_blob=blob_id(secret),
         secret_facts=facts,
+        suggested_renewal_time=signed.renewal_time,
+        issuer_details=dict(signed.details),
     )
     _write_status(run, change, status)
+
+
+def _current_certificate(run: _Run, spec: CertificateSpec) -> x509.Certificate | None:
+    data = run.read(state.secret_path(run.config, spec.namespace, spec.secret_name))
+    if data is None:
+        return None
+    try:
+        chain = pki.load_pem_chain(state.secret_values(state.load(data)).get("tls.crt", ""))
+    except ValueError:
+        return None
+    return chain[0] if chain else None
 
 
 def _next_key(run: _Run, change: PlannedChange) -> pki.PrivateKey:
@@ -425,33 +509,38 @@ def _encrypt_secret(
     values: Mapping[str, str],
     key_pem: bytes,
 ) -> bytes:
-    """Encrypt tls.key with sops, then render the canonical file around sops' output.
+    """The Secret of a newly issued certificate, its key encrypted (see :func:`seal`)."""
+    document = state.secret_document(
+        spec.secret_name, spec.namespace, labels, annotations, "kubernetes.io/tls", {}
+    )
+    public = {"ca.crt": values.get("ca.crt", ""), "tls.crt": values.get("tls.crt", "")}
+    return seal(run.sops, path, document, {**public, "tls.key": key_pem.decode()})
+
+
+def seal(sops: Sops, path: str, document: Mapping[str, Any], values: Mapping[str, str]) -> bytes:
+    """Encrypt a Secret's values with sops, then render the canonical file around them.
 
     sops formats YAML its own way; re-rendering the clear parts ourselves keeps every
     Secret in one format, so a later metadata repair changes only the lines it must.
     That is sound only because the creation rule sets mac_only_encrypted (the MAC then
-    covers the encrypted value alone) and leaves tls.crt and ca.crt readable.
+    covers the encrypted values alone) and leaves tls.crt and ca.crt readable.
     """
-    plain = state.render_secret(
-        spec, labels, annotations, {**values, "tls.key": key_pem.decode()}, None
-    )
-    encrypted = state.load(run.sops.encrypt(plain, path))
+    plain = state.render_document({**document, "stringData": dict(values)}, None)
+    encrypted = state.load(sops.encrypt(plain, path))
     problem = encryption_problem(encrypted)
     if problem:
         raise SopsError(f"{path}: {problem}")
 
     sops_metadata = encrypted["sops"]
-    readable = state.secret_values(encrypted)
-    if any(readable.get(k, "").startswith("ENC[") for k in ("tls.crt", "ca.crt")):
+    sealed = encrypted.get("stringData") or {}
+    if any(str(sealed.get(k, "")).startswith("ENC[") for k in ("tls.crt", "ca.crt")):
         raise SopsError(
             f"the .sops.yaml rule for {path} encrypts tls.crt/ca.crt; gitcert needs them readable: "
             r"use unencrypted_regex: ^(apiVersion|kind|metadata|type|tls\.crt|ca\.crt)$"
         )
     if not sops_metadata.get("mac_only_encrypted"):
         raise SopsError(f"the .sops.yaml rule for {path} must set mac_only_encrypted: true")
-    return state.render_secret(
-        spec, labels, annotations, {**values, "tls.key": readable["tls.key"]}, sops_metadata
-    )
+    return state.render_document({**document, "stringData": dict(sealed)}, sops_metadata)
 
 
 def _update_metadata(run: _Run, change: PlannedChange) -> None:

@@ -227,21 +227,45 @@ def render_secret(
     sops_metadata: Mapping[str, Any] | None,
 ) -> bytes:
     """The canonical Secret file. ``values`` holds tls.crt, ca.crt and tls.key (encrypted)."""
-    document: dict[str, Any] = {
+    document = secret_document(
+        spec.secret_name,
+        spec.namespace,
+        labels,
+        annotations,
+        "kubernetes.io/tls",
+        {key: values.get(key, "") for key in ("ca.crt", "tls.crt", "tls.key")},
+    )
+    return render_document(document, sops_metadata)
+
+
+def secret_document(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    type_: str,
+    string_data: Mapping[str, str],
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": spec.secret_name,
-            "namespace": spec.namespace,
-            "labels": dict(labels),
-            "annotations": dict(annotations),
-        },
-        "type": "kubernetes.io/tls",
-        "stringData": {key: values.get(key, "") for key in ("ca.crt", "tls.crt", "tls.key")},
+        "metadata": metadata,
+        "type": type_,
+        "stringData": dict(string_data),
     }
+
+
+def render_document(document: Mapping[str, Any], sops_metadata: Mapping[str, Any] | None) -> bytes:
+    """A Secret document in gitcert's canonical form, with its sops block when encrypted."""
+    body = dict(document)
     if sops_metadata is not None:
-        document["sops"] = dict(sops_metadata)
-    return SECRET_HEADER + dump(document)
+        body["sops"] = dict(sops_metadata)
+    return SECRET_HEADER + dump(body)
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -268,6 +292,12 @@ class Status:
     last_failure_message: str = ""
     failed_spec_digest: str = ""
     retry_after: datetime | None = None
+    suggested_renewal_time: datetime | None = None
+    """An issuer's renewal time for this serial (ACME ARI), drawn once; overrides the rule."""
+    issuer_details: Mapping[str, str] = field(default_factory=dict)
+    revoked_serial: str = ""
+    revocation_reason: str = ""
+    revoked_at: datetime | None = None
 
     def with_failure(
         self, now: datetime, reason: str, message: str, digest: str, retry: datetime
@@ -352,6 +382,11 @@ def render_status(key: ObjectKey, status: Status) -> bytes:
         "lastFailureMessage": status.last_failure_message,
         "failedSpecDigest": status.failed_spec_digest,
         "retryAfter": _instant(status.retry_after),
+        "suggestedRenewalTime": _instant(status.suggested_renewal_time),
+        "issuerDetails": dict(status.issuer_details),
+        "revokedSerialNumber": status.revoked_serial,
+        "revocationReason": status.revocation_reason,
+        "revokedAt": _instant(status.revoked_at),
         "secret": {"blob": status.secret_blob, "facts": status.secret_facts.to_json()}
         if status.secret_facts
         else None,
@@ -407,6 +442,11 @@ def _status(body: Mapping[str, Any]) -> Status:
         last_failure_message=body.get("lastFailureMessage", ""),
         failed_spec_digest=body.get("failedSpecDigest", ""),
         retry_after=instant("retryAfter"),
+        suggested_renewal_time=instant("suggestedRenewalTime"),
+        issuer_details=dict(body.get("issuerDetails") or {}),
+        revoked_serial=str(body.get("revokedSerialNumber", "")),
+        revocation_reason=str(body.get("revocationReason", "")),
+        revoked_at=instant("revokedAt"),
     )
 
 

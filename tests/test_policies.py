@@ -151,6 +151,7 @@ def test_the_chain_order_decides_when_several_checks_fire() -> None:
         "secret_missing",
         "secret_incomplete",
         "key_pair_invalid",
+        "revoked",
         "issuer_changed",
         "owner_conflict",
         "key_spec_changed",

@@ -226,14 +226,15 @@ metadata:
 spec: {}
 """
 
-ACME = """\
+VAULT = """\
 apiVersion: cert-manager.io/v1
 kind: ClusterIssuer
 metadata:
-  name: letsencrypt
+  name: vault
 spec:
-  acme:
-    server: https://acme.invalid/directory
+  vault:
+    server: https://vault.invalid
+    path: pki/sign/web
 """
 
 KNOWN_KINDS = (
@@ -424,12 +425,12 @@ BAD = [
         id="non-UTF-8 bytes are reported at the line of the bad byte",
     ),
     pytest.param(
-        {"manifests/letsencrypt.yaml": ACME},
+        {"manifests/vault.yaml": VAULT},
         [
-            "manifests/letsencrypt.yaml:6: spec.acme: the acme issuer is not supported yet "
-            "(supported: ca, selfSigned)"
+            "manifests/vault.yaml:6: spec.vault: the vault issuer is not supported yet "
+            "(supported: acme, ca, selfSigned)"
         ],
-        id="an acme issuer is not supported yet",
+        id="a vault issuer is not supported yet",
     ),
     pytest.param(
         {A: leaf("web", "team-a").replace("cert-manager.io/v1", "cert-manager.io/v1alpha2")},

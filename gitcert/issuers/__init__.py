@@ -16,8 +16,11 @@ from gitcert.issuers.base import (
     IssuerContext,
     IssuerPlugin,
     KeyPair,
+    Located,
+    Revoker,
     SignedCertificate,
     SigningRequest,
+    certificate_problems,
     resource_namespace,
 )
 
@@ -31,8 +34,11 @@ __all__ = [
     "IssuerContext",
     "IssuerPlugin",
     "KeyPair",
+    "Located",
+    "Revoker",
     "SignedCertificate",
     "SigningRequest",
+    "certificate_problems",
     "registry",
     "resource_namespace",
 ]
@@ -41,10 +47,15 @@ __all__ = [
 @functools.cache
 def registry() -> dict[str, IssuerPlugin]:
     """Built-in plugins plus any installed under the entry-point group."""
+    from gitcert.issuers.acme import ACMEIssuer
     from gitcert.issuers.ca import CAIssuer
     from gitcert.issuers.selfsigned import SelfSignedIssuer
 
-    plugins: dict[str, IssuerPlugin] = {"selfSigned": SelfSignedIssuer, "ca": CAIssuer}
+    plugins: dict[str, IssuerPlugin] = {
+        "selfSigned": SelfSignedIssuer,
+        "ca": CAIssuer,
+        "acme": ACMEIssuer,
+    }
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in plugins:
             continue

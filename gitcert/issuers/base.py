@@ -13,8 +13,8 @@ without touching gitcert.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -35,6 +35,8 @@ class SigningRequest:
     csr: x509.CertificateSigningRequest
     key: PrivateKey
     now: datetime
+    current: x509.Certificate | None = None
+    """The certificate this one replaces, if any (ACME ARI names it in the new order)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class SignedCertificate:
     """Intermediates, the leaf's issuer first; never the self-signed root."""
     ca: x509.Certificate | None
     """The trust anchor written to ca.crt, when the issuer knows one."""
+    key: PrivateKey | None = None
+    """Set when the certificate carries another key than the request's (a resumed order)."""
+    renewal_time: datetime | None = None
+    """A renewal time the issuer suggests (ACME ARI), drawn once; it overrides the default."""
+    details: Mapping[str, str] = field(default_factory=dict)
+    """Facts worth keeping in the status record (an ACME order URL, the account URL)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,8 @@ class KeyPair:
 
 
 class IssuerContext(Protocol):
-    """What the reconciler lends an issuer: settings, and Secrets decrypted on demand."""
+    """What the reconciler lends an issuer: settings, Secrets decrypted on demand, and a
+    journal that survives an interrupted run."""
 
     config: Config
 
@@ -68,11 +77,43 @@ class IssuerContext(Protocol):
         """
         ...
 
+    def private_key(self, namespace: str, secret_name: str) -> PrivateKey | None:
+        """The decrypted tls.key of a Secret, or None when there is no such Secret."""
+        ...
+
+    def secret_value(self, namespace: str, secret_name: str, key: str) -> bytes:
+        """One decrypted value of a Secret in the repo.
+
+        Raises:
+            PermanentIssuanceError: the Secret or the key does not exist.
+        """
+        ...
+
+    def store_private_key(
+        self, namespace: str, secret_name: str, key: PrivateKey, annotations: Mapping[str, str]
+    ) -> None:
+        """Write a Secret holding ``key`` as tls.key (encrypted) in this run's commit."""
+        ...
+
+    def journal_load(self, name: str) -> tuple[Mapping[str, str], PrivateKey] | None:
+        """What :meth:`journal_save` kept under ``name`` in an earlier, unfinished run."""
+        ...
+
+    def journal_save(self, name: str, facts: Mapping[str, str], key: PrivateKey) -> None:
+        """Durably keep ``facts`` and ``key`` (encrypted) now, before the run finishes."""
+        ...
+
 
 class Issuer(Protocol):
     """One Issuer or ClusterIssuer, bound to the run's context."""
 
     def sign(self, request: SigningRequest) -> SignedCertificate: ...
+
+
+class Revoker(Protocol):
+    """An issuer that can revoke what it issued (ACME, Vault)."""
+
+    def revoke(self, certificate: x509.Certificate, reason: int) -> None: ...
 
 
 class IssuerPlugin(Protocol):
@@ -84,6 +125,21 @@ class IssuerPlugin(Protocol):
     def secret_dependencies(spec: IssuerSpec, namespace: str) -> Sequence[tuple[str, str]]:
         """Secrets ``(namespace, name)`` the issuer reads; they are issued before its users."""
         ...
+
+
+Located = tuple[tuple[str | int, ...], str]
+"""A problem with a field of a Certificate: the field's path, and what is wrong."""
+
+
+def certificate_problems(
+    plugin: IssuerPlugin, spec: IssuerSpec, certificate: CertificateSpec
+) -> list[Located]:
+    """What a plugin says a Certificate asks that its issuer cannot do (validate and plan).
+
+    Plugins opt in with a static ``check_certificate(spec, certificate)``.
+    """
+    check = getattr(plugin, "check_certificate", None)
+    return list(check(spec, certificate)) if check is not None else []
 
 
 def resource_namespace(spec: IssuerSpec, config: Config) -> str:
