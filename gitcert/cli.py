@@ -193,6 +193,40 @@ def _apply(the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Tar
 
 
 @cli.command()
+@click.argument("name")
+@click.option("-n", "--namespace", help="The Certificate's namespace, if the name is ambiguous.")
+@click.option(
+    "--reason",
+    type=click.Choice(list(reconcile.REVOCATION_REASONS)),
+    default="unspecified",
+    show_default=True,
+    help="The RFC 5280 revocation reason.",
+)
+@click.option("--push", is_flag=True, help="Push the commit to the configured remote and branch.")
+@repo_options
+@handle_errors
+def revoke(
+    name: str,
+    namespace: str | None,
+    reason: str,
+    push: bool,
+    repo_path: Path,
+    ref: str | None,
+    now: str | None,
+) -> None:
+    """Revoke the current certificate of Certificate NAME; the next apply reissues it."""
+    repo = gitops.open_repo(repo_path)
+    target = gitops.branch_target(repo, ref)
+    the_plan = reconcile.make_plan(target.tree, clock.from_option(now)())
+    change = reconcile.find(the_plan, name, namespace)
+    commit = reconcile.revoke(the_plan, repo, target, change, reason)
+    stdout.print(f"Revoked {change.key} ({reason}); commit {commit[:12]}.")
+    if push:
+        config = the_plan.config.git
+        gitops.push(repo, config.remote, target.branch, config.branch)
+
+
+@cli.command()
 @repo_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors

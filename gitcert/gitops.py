@@ -270,6 +270,10 @@ class Journal:
         with self._lock:
             return Tree(self.repo, self._head()).read(path)
 
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [path for path, _ in Tree(self.repo, self._head()).walk("")]
+
     def write(self, changes: Mapping[str, bytes | None], message: str) -> None:
         with self._lock:
             head = self._head()

@@ -326,6 +326,36 @@ def locate(tree: FileSource, source: Source, field: Sequence[str | int]) -> int:
     return source.line
 
 
+_NORMALISERS: dict[str, Callable[[str], str]] = {
+    "dnsNames": names.dns_name,
+    "ipAddresses": names.ip_address,
+}
+
+
+def item_path(
+    tree: FileSource, source: Source, path: tuple[str | int, ...]
+) -> tuple[str | int, ...]:
+    """Turn ``("spec", "dnsNames", "a.example.test")`` into the index the user wrote it at.
+
+    Specs hold names normalised and sorted, so a name's position there is not its
+    position in the manifest; errors must point at the line the user wrote.
+    """
+    if len(path) != 3 or path[1] not in _NORMALISERS or not isinstance(path[2], str):
+        return path
+    normalise = _NORMALISERS[str(path[1])]
+    documents, _ = split_documents(source.path, tree.read(source.path) or b"")
+    for document in documents:
+        if document.line != source.line:
+            continue
+        for index, value in enumerate(document.body["spec"].get(path[1], [])):
+            try:
+                if normalise(value) == path[2]:
+                    return (path[0], path[1], index)
+            except ValueError:
+                continue
+    return path[:2]
+
+
 # --- the whole desired state -----------------------------------------------------------------
 
 

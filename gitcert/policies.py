@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from gitcert import durations, pki
-from gitcert.model import CertificateSpec, Request
+from gitcert.model import CertificateSpec, IssuerSpec, Request
 from gitcert.state import Actual, desired_metadata, managed_annotations, spec_digest
 
 # Reasons users see in plans, status and commit messages.
@@ -63,6 +63,7 @@ class Input:
     spec: CertificateSpec
     actual: Actual
     now: datetime
+    issuer: IssuerSpec | None = None
 
 
 Fired = tuple[str, str] | None
@@ -315,7 +316,7 @@ def backoff_until(i: Input) -> datetime | None:
     status = i.actual.status
     if status is None or status.failed_attempts == 0 or status.last_failure_time is None:
         return None
-    if status.failed_spec_digest != spec_digest(i.spec):
+    if status.failed_spec_digest != spec_digest(i.spec, i.issuer):
         return None
     until = status.last_failure_time + backoff_delay(status.failed_attempts)
     if status.retry_after is not None:

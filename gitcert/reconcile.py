@@ -35,11 +35,13 @@ from gitcert.errors import (
     Problem,
     SopsError,
     TemporaryIssuanceError,
+    UserError,
 )
 from gitcert.issuers import (
     Issuer,
     IssuerContext,
     KeyPair,
+    Revoker,
     SigningRequest,
     certificate_problems,
     registry,
@@ -107,7 +109,8 @@ def make_plan(tree: gitops.Tree, now: datetime) -> Plan:
 
     changes = []
     for spec in desired.certificates:
-        decision = policies.decide(policies.Input(spec, snapshot[spec.key], now))
+        issuer = desired.issuers[_issuer_key(spec)]
+        decision = policies.decide(policies.Input(spec, snapshot[spec.key], now, issuer))
         changes.append(PlannedChange(spec, snapshot[spec.key], decision, levels[spec.key]))
         if decision.action.writes:
             log.info("%s: %s (%s) %s", spec.key, decision.action, decision.reason, decision.message)
@@ -163,7 +166,8 @@ def _issuer_problems(tree: FileSource, desired: DesiredState) -> list[Problem]:
     problems = []
     for spec in desired.certificates:
         issuer = desired.issuers[_issuer_key(spec)]
-        for path, message in certificate_problems(registry()[issuer.type], issuer, spec):
+        for found, message in certificate_problems(registry()[issuer.type], issuer, spec):
+            path = manifests.item_path(tree, spec.source, found)
             line = manifests.locate(tree, spec.source, path)
             dotted = ".".join(f"[{p}]" if isinstance(p, int) else p for p in path)
             problems.append(Problem(spec.source.path, line, dotted.replace(".[", "["), message))
@@ -393,10 +397,20 @@ def apply(
         (plan.config.git.author_name, plan.config.git.author_email),
     )
 
-    # What was issued and committed needs no resuming: drop its journal entries.
-    done = {f"{o.change.key}.yaml": None for o in result.outcomes if o.ok}
-    journal.write(done, "gitcert: committed " + result.commit[:12] + "\n")
+    _settle_journal(journal, run, result)
     return result
+
+
+def _settle_journal(journal: gitops.Journal, run: _Run, result: ApplyResult) -> None:
+    """Drop journal entries made moot by the commit: issued certificates, and account keys
+    whose Secret is now in the branch."""
+    done: dict[str, bytes | None] = {f"{o.change.key}.yaml": None for o in result.outcomes if o.ok}
+    for path in journal.paths():
+        kind, _, rest = path.partition("/")
+        namespace, _, name = rest.removesuffix(".yaml").partition("/")
+        if kind == "account" and state.secret_path(run.config, namespace, name) in run.files:
+            done[path] = None
+    journal.write(done, f"gitcert: settled after {result.commit}\n")
 
 
 def _execute(run: _Run, change: PlannedChange) -> Outcome:
@@ -452,7 +466,8 @@ def _issue(run: _Run, change: PlannedChange) -> None:
         last_issuance_reason=change.decision.reason,
         not_before=cert.not_before,
         not_after=cert.not_after,
-        renewal_time=pki.renewal_time(
+        renewal_time=signed.renewal_time
+        or pki.renewal_time(
             cert.not_before, cert.not_after, spec.renew_before, spec.renew_before_percentage
         ),
         serial_number=cert.serial_number,
@@ -597,7 +612,7 @@ def _record_failure(run: _Run, change: PlannedChange, message: str, exc: Excepti
     previous = change.actual.status or Status()
     attempts = (
         previous.failed_attempts + 1
-        if previous.failed_spec_digest == state.spec_digest(change.spec)
+        if previous.failed_spec_digest == _failure_digest(run.plan, change)
         else 1
     )
     retry = now + policies.backoff_delay(attempts)
@@ -609,10 +624,14 @@ def _record_failure(run: _Run, change: PlannedChange, message: str, exc: Excepti
         last_failure_time=now,
         last_failure_reason=change.decision.reason,
         last_failure_message=message,
-        failed_spec_digest=state.spec_digest(change.spec),
+        failed_spec_digest=_failure_digest(run.plan, change),
         retry_after=retry,
     )
     _write_status(run, change, status)
+
+
+def _failure_digest(plan: Plan, change: PlannedChange) -> str:
+    return state.spec_digest(change.spec, plan.desired.issuers[_issuer_key(change.spec)])
 
 
 def _write_status(run: _Run, change: PlannedChange, status: Status) -> None:
@@ -662,6 +681,75 @@ def commit_message(outcomes: Iterable[Outcome]) -> str:
             line += f" ({outcome.message})"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+# --- revocation -------------------------------------------------------------------------------
+
+# RFC 5280 section 5.3.1 reason codes, by the names people use for them.
+REVOCATION_REASONS = {
+    "unspecified": 0,
+    "keyCompromise": 1,
+    "cACompromise": 2,
+    "affiliationChanged": 3,
+    "superseded": 4,
+    "cessationOfOperation": 5,
+    "certificateHold": 6,
+    "privilegeWithdrawn": 9,
+    "aACompromise": 10,
+}
+
+
+def find(plan: Plan, name: str, namespace: str | None) -> PlannedChange:
+    """The one Certificate called ``name`` (in ``namespace``, when given)."""
+    found = [
+        c
+        for c in plan.changes
+        if c.key.name == name and (namespace is None or c.key.namespace == namespace)
+    ]
+    if not found:
+        where = f" in namespace {namespace}" if namespace else ""
+        raise UserError(f"no Certificate named {name!r}{where}")
+    if len(found) > 1:
+        spaces = ", ".join(c.key.namespace for c in found)
+        raise UserError(f"Certificate {name!r} exists in several namespaces ({spaces}); pass -n")
+    return found[0]
+
+
+def revoke(
+    plan: Plan, repo: gitops.Repository, target: gitops.Target, change: PlannedChange, reason: str
+) -> str:
+    """Revoke the current certificate of ``change`` with its issuer; record it and commit.
+
+    The next plan reissues it (reason Revoked).
+    """
+    with Sops(target.tree.read(".sops.yaml")) as sops:
+        run = _Run(plan, target.tree, sops, gitops.Journal(repo))
+        current = _current_certificate(run, change.spec)
+        if current is None:
+            raise UserError(f"{change.key} has no issued certificate to revoke")
+        issuer = run.issuer(change.spec)
+        if not isinstance(issuer, Revoker):
+            kind = plan.desired.issuers[_issuer_key(change.spec)].type
+            raise UserError(f"the {kind} issuer cannot revoke certificates")
+        try:
+            issuer.revoke(current, REVOCATION_REASONS[reason])
+        except IssuanceError as exc:
+            raise GitcertError(f"revoking {change.key} failed: {exc}") from exc
+
+        serial = format(current.serial_number, "x")
+        status = replace(
+            change.actual.status or Status(),
+            revoked_serial=serial,
+            revocation_reason=reason,
+            revoked_at=plan.now,
+        )
+        _write_status(run, change, status)
+    log.info("%s: revoked serial %s (%s)", change.key, serial, reason)
+    message = f"gitcert: revoke {change.key}\n\n- revoke {change.key}: {reason} (serial {serial})\n"
+    git = plan.config.git
+    return gitops.commit_changes(
+        repo, target, dict(run.files), message, (git.author_name, git.author_email)
+    )
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from gitcert.model import (
     Config,
     DesiredState,
     FileSource,
+    IssuerSpec,
     KeySpec,
     ObjectKey,
     Request,
@@ -350,13 +351,19 @@ def request_from_json(data: Mapping[str, Any]) -> Request:
     )
 
 
-def spec_digest(spec: CertificateSpec) -> str:
-    """A digest of everything that decides what gets issued; changes skip the backoff."""
-    material = {
+def spec_digest(spec: CertificateSpec, issuer: IssuerSpec | None = None) -> str:
+    """A digest of everything that decides what gets issued; changes skip the backoff.
+
+    With ``issuer``, its configuration counts too: fixing an issuer (an EAB binding, a
+    solver) is as good a reason to try again at once as fixing the Certificate.
+    """
+    material: dict[str, Any] = {
         "request": request_to_json(spec.request),
         "privateKey": asdict(spec.private_key),
         "issuerRef": asdict(spec.issuer_ref),
     }
+    if issuer is not None:
+        material["issuer"] = {"type": issuer.type, "config": issuer.config}
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 

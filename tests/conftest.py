@@ -143,7 +143,7 @@ class CertRepo:
 
     def gitcert(self, *args: str, now: str | None = NOW) -> Result:
         argv = [*args, "--repo", str(self.path)]
-        if now is not None and {"plan", "apply", "status", "validate"} & set(args):
+        if now is not None and {"plan", "apply", "status", "validate", "revoke"} & set(args):
             argv += ["--now", now]
         return CliRunner().invoke(cli, argv, catch_exceptions=False)
 
@@ -170,3 +170,89 @@ def leaf(name: str, namespace: str = "default", **spec: object) -> str:
         "spec": body,
     }
     return "---\n" + yaml.safe_dump(document, sort_keys=False)
+
+
+# --- Real ACME and DNS servers on loopback (helpers in tests/servers.py) --------------------------
+
+from tests.servers import (  # noqa: E402
+    Bind9,
+    Challtestsrv,
+    Pebble,
+    PebbleTLS,
+    free_port,
+    make_eab_key,
+    make_pebble_tls,
+    start_bind9,
+    start_challtestsrv,
+    start_pebble,
+)
+
+SERVER_FIXTURES = {"challtestsrv", "bind9", "pebble_http01", "pebble_dns01", "pebble_eab"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real-server fixture with ``pebble``."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pebble)
+
+
+@pytest.fixture(scope="session")
+def pebble_tls(tmp_path_factory: pytest.TempPathFactory) -> PebbleTLS:
+    """Throwaway TLS CA + localhost cert for Pebble's HTTPS; clients trust ``.ca_pem``."""
+    return make_pebble_tls(tmp_path_factory.mktemp("pebble-tls"))
+
+
+@pytest.fixture
+def challtestsrv(tmp_path: Path) -> Iterator[Challtestsrv]:
+    """A fresh pebble-challtestsrv per test: every name has A 127.0.0.1, no AAAA, no TXT."""
+    with start_challtestsrv(tmp_path / "challtestsrv") as server:
+        yield server
+
+
+@pytest.fixture
+def bind9(tmp_path: Path) -> Iterator[Bind9]:
+    """A fresh BIND9 per test, authoritative for example.test, TSIG-signed updates only."""
+    with start_bind9(tmp_path / "bind9") as server:
+        yield server
+
+
+@pytest.fixture
+def pebble_http01(
+    tmp_path: Path, pebble_tls: PebbleTLS, challtestsrv: Challtestsrv
+) -> Iterator[Pebble]:
+    """Pebble resolving through challtestsrv; serve HTTP-01 on 127.0.0.1:``.http_port``."""
+    with start_pebble(
+        tmp_path / "pebble-http01",
+        tls=pebble_tls,
+        dns_port=challtestsrv.dns_port,
+        http_port=free_port(),
+    ) as pebble:
+        yield pebble
+
+
+@pytest.fixture
+def pebble_dns01(tmp_path: Path, pebble_tls: PebbleTLS, bind9: Bind9) -> Iterator[Pebble]:
+    """Pebble resolving through the ``bind9`` fixture (DNS-01 records go there by RFC 2136)."""
+    with start_pebble(
+        tmp_path / "pebble-dns01",
+        tls=pebble_tls,
+        dns_port=bind9.port,
+        http_port=free_port(),
+    ) as pebble:
+        yield pebble
+
+
+@pytest.fixture
+def pebble_eab(
+    tmp_path: Path, pebble_tls: PebbleTLS, challtestsrv: Challtestsrv
+) -> Iterator[Pebble]:
+    """Pebble requiring EAB (``.eab_kid``, ``.eab_hmac_key``), resolving through challtestsrv."""
+    with start_pebble(
+        tmp_path / "pebble-eab",
+        tls=pebble_tls,
+        dns_port=challtestsrv.dns_port,
+        http_port=free_port(),
+        eab_keys=dict([make_eab_key()]),
+    ) as pebble:
+        yield pebble

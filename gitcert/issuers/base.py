@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -110,6 +110,7 @@ class Issuer(Protocol):
     def sign(self, request: SigningRequest) -> SignedCertificate: ...
 
 
+@runtime_checkable
 class Revoker(Protocol):
     """An issuer that can revoke what it issued (ACME, Vault)."""
 
@@ -128,7 +129,10 @@ class IssuerPlugin(Protocol):
 
 
 Located = tuple[tuple[str | int, ...], str]
-"""A problem with a field of a Certificate: the field's path, and what is wrong."""
+"""A problem with a field of a Certificate: the field's path, and what is wrong.
+
+For list fields of names (``dnsNames``, ``ipAddresses``) the last element may be the
+normalised name itself; the reconciler finds which list item the user wrote it as."""
 
 
 def certificate_problems(

@@ -78,17 +78,17 @@ class ACMEIssuer:
         specs = solver_specs(cast(Sequence[Mapping[str, Any]], spec.config.get("solvers") or []))
         request = certificate.request
         found: list[Located] = []
-        for index, name in enumerate(request.dns_names):
+        for name in request.dns_names:
             reason = needs_dns01(specs, name)
             if reason:
-                found.append((("spec", "dnsNames", index), reason))
-        for index, address in enumerate(request.ip_addresses):
+                found.append((("spec", "dnsNames", name), reason))
+        for address in request.ip_addresses:
             if select([s for s in specs if s.type == "http01"], address) is None:
                 found.append(
-                    (("spec", "ipAddresses", index), f"no http01 solver matches {address}")
+                    (("spec", "ipAddresses", address), f"no http01 solver matches {address}")
                 )
-        for field in ("uris", "emailAddresses"):
-            if getattr(request, "uris" if field == "uris" else "email_addresses"):
+        for field, values in (("uris", request.uris), ("emailAddresses", request.email_addresses)):
+            if values:
                 found.append(
                     (("spec", field), "an ACME CA validates DNS names and IP addresses only")
                 )
@@ -132,10 +132,14 @@ class ACMEIssuer:
         from gitcert.issuers.acme.client import Connection
 
         name = str(self._account_ref()["name"])
+        journal = f"account/{self.namespace}/{name}"
         key = self.context.private_key(self.namespace, name)
         created = key is None
         if key is None:
-            key = ec.generate_private_key(ec.SECP256R1())
+            # A key made by a run that was killed before committing owns that run's orders.
+            saved = self.context.journal_load(journal)
+            key = saved[1] if saved else ec.generate_private_key(ec.SECP256R1())
+            self.context.journal_save(journal, {f"{ANNOTATION}server": self.server}, key)
 
         conn = Connection.open(self.server, key, self._verify())
         registration = messages.NewRegistration.from_data(
