@@ -31,6 +31,7 @@ class ProxyState:
     url: str = ""
     window: tuple[datetime, datetime] | None = None
     rate_limit_seconds: int | None = None
+    profiles: dict[str, str] | None = None
     renewal_info_requests: list[str] = field(default_factory=list)
     new_order_payloads: list[dict[str, Any]] = field(default_factory=list)
 
@@ -62,6 +63,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 directory["renewalInfo"] = f"{state.url}/renewalInfo"
             if state.rate_limit_seconds is not None:
                 directory["newOrder"] = f"{state.url}/newOrder"
+            if state.profiles is not None:
+                directory.setdefault("meta", {})["profiles"] = state.profiles
             self._json(200, directory)
         elif self.path.startswith("/renewalInfo/") and state.window is not None:
             state.renewal_info_requests.append(self.path.removeprefix("/renewalInfo/"))

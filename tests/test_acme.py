@@ -453,3 +453,116 @@ def test_bad_nonces_are_retried(
         result = apply(cert_repo)
         assert result.exit_code == 0, result.output
         assert cert_repo.log()[0] == "gitcert: issue 3"
+
+
+def test_skip_tls_verify_talks_to_an_untrusted_server(
+    cert_repo: CertRepo, pebble_http01: Pebble
+) -> None:
+    manifest = issuer(pebble_http01, standalone(pebble_http01), skipTLSVerify=True)
+    without_bundle = [line for line in manifest.splitlines() if "caBundle" not in line]
+    cert_repo.write(
+        "manifests/acme.yaml",
+        "\n".join(without_bundle) + "\n" + certificate("plain", ["plain.example.test"]),
+    )
+    cert_repo.commit()
+    result = apply(cert_repo)
+    assert result.exit_code == 0, result.output
+
+
+def test_preferred_chain_picks_the_alternate_root(
+    cert_repo: CertRepo, tmp_path: Path, pebble_tls: PebbleTLS, challtestsrv: Challtestsrv
+) -> None:
+    with start_pebble(
+        tmp_path / "alternates",
+        tls=pebble_tls,
+        dns_port=challtestsrv.dns_port,
+        http_port=free_port(),
+        env={"PEBBLE_ALTERNATE_ROOTS": "1"},
+    ) as pebble:
+        alternate = x509.load_pem_x509_certificate(pebble._get("/roots/1").text.encode())
+        name = alternate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        cert_repo.write(
+            "manifests/acme.yaml",
+            issuer(pebble, standalone(pebble), preferredChain=name)
+            + certificate("alt", ["alt.example.test"]),
+        )
+        cert_repo.commit()
+        assert apply(cert_repo).exit_code == 0
+        chain = x509.load_pem_x509_certificates(
+            secret_values(cert_repo, "web", "alt-tls")["tls.crt"].encode()
+        )
+        assert chain[-1].issuer == alternate.subject
+        chain[-1].verify_directly_issued_by(alternate)
+
+
+def test_a_profile_the_server_does_not_offer_is_a_clear_error(
+    cert_repo: CertRepo, pebble_http01: Pebble, proxy: ProxyState
+) -> None:
+    proxy.profiles = {"classic": "the usual", "tlsserver": "for servers"}
+    manifest = issuer(
+        pebble_http01, standalone(pebble_http01), server=f"{proxy.url}/dir", profile="shortlived"
+    )
+    cert_repo.write("manifests/acme.yaml", manifest + certificate("p", ["p.example.test"]))
+    cert_repo.commit()
+    result = apply(cert_repo)
+    assert result.exit_code == 1
+    assert (
+        "the ACME server offers no profile 'shortlived'; it offers: classic, tlsserver"
+        in result.output
+    )
+
+
+def test_the_profile_is_sent_with_the_order(
+    cert_repo: CertRepo, pebble_http01: Pebble, proxy: ProxyState
+) -> None:
+    proxy.profiles = {"tlsserver": "for servers"}
+    proxy.rate_limit_seconds = 60  # the proxy then answers newOrder itself and records it
+    manifest = issuer(
+        pebble_http01, standalone(pebble_http01), server=f"{proxy.url}/dir", profile="tlsserver"
+    )
+    cert_repo.write("manifests/acme.yaml", manifest + certificate("p", ["p.example.test"]))
+    cert_repo.commit()
+    apply(cert_repo)
+    assert proxy.new_order_payloads == [
+        {
+            "identifiers": [{"type": "dns", "value": "p.example.test"}],
+            "profile": "tlsserver",
+        }
+    ]
+
+
+DNS_HOOK = """\
+#!/usr/bin/env python3
+# DNS-01 exec hook: publish the TXT record through challtestsrv's management API.
+import json, sys, urllib.request
+action, name, value = sys.argv[1:4]
+route = "set-txt" if action == "present" else "clear-txt"
+body = {"host": name + "."} | ({"value": value} if action == "present" else {})
+request = urllib.request.Request("%s/" + route, data=json.dumps(body).encode(), method="POST")
+urllib.request.urlopen(request, timeout=5).read()
+with open("%s", "a") as log:
+    log.write(f"{action} {name}\\n")
+"""
+
+
+def test_dns01_exec_hook_with_a_wildcard(
+    cert_repo: CertRepo, pebble_http01: Pebble, challtestsrv: Challtestsrv, tmp_path: Path
+) -> None:
+    hook, calls = tmp_path / "dns-hook", tmp_path / "calls.log"
+    hook.write_text(DNS_HOOK % (challtestsrv.management_url, calls))
+    hook.chmod(0o755)
+    solvers = [{"dns01": {"exec": {"command": [str(hook)]}}}]
+    cert_repo.write(
+        "manifests/acme.yaml",
+        issuer(pebble_http01, solvers) + certificate("star", ["*.apps.example.test"]),
+    )
+    cert_repo.commit()
+    result = apply(cert_repo)
+    assert result.exit_code == 0, result.output
+    assert calls.read_text().splitlines() == [
+        "present _acme-challenge.apps.example.test",
+        "cleanup _acme-challenge.apps.example.test",
+    ]
+    assert_chains_to_pebble(
+        pebble_http01, secret_values(cert_repo, "web", "star-tls"), "x.apps.example.test"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from acme import errors as acme_errors
 from acme import messages
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy import json_util, jwa, jwk
+from urllib3.exceptions import InsecureRequestWarning
 
 from gitcert import __version__
 from gitcert.errors import PermanentIssuanceError, TemporaryIssuanceError
@@ -99,6 +101,11 @@ class Connection:
         # acme annotates verify_ssl as bool, but hands it to requests' ``verify``, which
         # also takes a CA bundle path: how caBundle reaches the TLS check.
         net = Network(account_jwk, alg=alg, verify_ssl=verify, user_agent=USER_AGENT)  # type: ignore[arg-type]
+        if verify is False:
+            # skipTLSVerify was asked for; say so once here instead of urllib3 warning on
+            # every request.
+            log.warning("not verifying the TLS certificate of %s (skipTLSVerify)", server)
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         directory = call(net, lambda: acme_client.ClientV2.get_directory(server, net), server)
         return cls(net, acme_client.ClientV2(directory, net), server)
 
