@@ -7,6 +7,7 @@ manifests written for it use that syntax. We accept the same grammar, keep whole
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -27,6 +28,7 @@ _TERM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)", re
 MAX_SECONDS = (2**63 - 1) // 10**9
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> timedelta:
     """Parse a Go duration; sub-second remainders are dropped.
 

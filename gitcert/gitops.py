@@ -27,13 +27,19 @@ Repository = pygit2.Repository
 
 
 class Tree(FileSource):
-    """The files of one commit. Cheap to query: blobs are read only when asked for."""
+    """The files of one commit. Cheap to query: blobs are read only when asked for.
+
+    Walking a directory indexes its files (path to blob id); later reads under it go
+    straight to the object database. libgit2's path lookup walks the tree from the root
+    on every call, which costs more than reading the blob itself.
+    """
 
     def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit | None) -> None:
         self.repo = repo
         self.commit = commit
         self._tree = commit.tree if commit is not None else None
         self._walked: dict[str, list[tuple[str, str]]] = {}
+        self._index: dict[str, str] = {}
 
     @property
     def commit_id(self) -> str | None:
@@ -47,21 +53,31 @@ class Tree(FileSource):
         except KeyError:
             return None
 
-    def read(self, path: str) -> bytes | None:
-        entry = self._entry(path)
-        if entry is None or entry.type != pygit2.GIT_OBJECT_BLOB:
-            return None
-        blob = self.repo[entry.id]
-        assert isinstance(blob, pygit2.Blob)
-        return blob.data
+    def _indexed(self, path: str) -> bool:
+        return any(path.startswith(prefix + "/") or not prefix for prefix in self._walked)
 
     def blob_id(self, path: str) -> str | None:
+        if path in self._index:
+            return self._index[path]
+        if self._indexed(path):
+            return None
         entry = self._entry(path)
         return str(entry.id) if entry is not None and entry.type == pygit2.GIT_OBJECT_BLOB else None
 
+    def read(self, path: str) -> bytes | None:
+        oid = self.blob_id(path)
+        return self.read_blob(oid) if oid is not None else None
+
+    def read_blob(self, oid: str) -> bytes:
+        blob = self.repo[oid]
+        assert isinstance(blob, pygit2.Blob)
+        return blob.data
+
     def walk(self, prefix: str) -> list[tuple[str, str]]:
         if prefix not in self._walked:
-            self._walked[prefix] = sorted(self._walk(prefix))
+            found = sorted(self._walk(prefix))
+            self._index.update(found)
+            self._walked[prefix] = found
         return self._walked[prefix]
 
     def _walk(self, prefix: str) -> list[tuple[str, str]]:

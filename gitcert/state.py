@@ -39,7 +39,6 @@ from gitcert.pki import CertFacts
 log = logging.getLogger(__name__)
 
 STATUS_API = "gitcert.dev/v1alpha1"
-STATUS_HEADER = b"# Written by gitcert: the record of this Certificate. Edits are overwritten.\n"
 SECRET_HEADER = b"# Written by gitcert from a Certificate manifest. tls.key is SOPS-encrypted.\n"
 ANNOTATION = "cert-manager.io/"
 
@@ -404,7 +403,9 @@ def render_status(key: ObjectKey, status: Status) -> bytes:
         "metadata": {"name": key.name, "namespace": key.namespace},
         "status": {k: v for k, v in body.items() if v not in (None, "", 0, {})},
     }
-    return STATUS_HEADER + dump(document)
+    # JSON is YAML too, and a plan over ten thousand certificates reads ten thousand of
+    # these: json parses them some thirty times faster than a YAML constructor.
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _key_json(key: KeySpec) -> dict[str, Any]:
@@ -414,9 +415,11 @@ def _key_json(key: KeySpec) -> dict[str, Any]:
 def parse_status(data: bytes) -> Status | None:
     """A status record, or None when the file is unreadable (then it is simply rewritten)."""
     try:
-        document = load(data)
-        body = document["status"]
-        return _status(body)
+        try:
+            document = json.loads(data)
+        except ValueError:  # edited by hand into other YAML: still readable, just slower
+            document = load(data)
+        return _status(document["status"])
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         log.warning("ignoring an unreadable status record: %s", exc)
         return None
