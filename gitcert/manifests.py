@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import fastjsonschema
-import jsonschema
 import yaml
 from cryptography import x509
 from ruamel.yaml import YAML
@@ -51,6 +50,9 @@ from gitcert.model import (
     Source,
     Subject,
 )
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ def _schema_problems(name: str, doc: JSON) -> list[tuple[tuple[str | int, ...], 
         return []
     except fastjsonschema.JsonSchemaException:
         pass
+    import jsonschema  # only bad documents get here; it costs 70 ms to import
+
     validator = jsonschema.Draft202012Validator(schema(name))
     found = []
     for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path))):
@@ -117,7 +121,7 @@ def _schema_problems(name: str, doc: JSON) -> list[tuple[tuple[str | int, ...], 
     return found
 
 
-def _explain(error: jsonschema.ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
     path = tuple(error.absolute_path)
     schema_ = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
