@@ -566,3 +566,74 @@ def test_dns01_exec_hook_with_a_wildcard(
     assert_chains_to_pebble(
         pebble_http01, secret_values(cert_repo, "web", "star-tls"), "x.apps.example.test"
     )
+
+
+def test_an_invalid_journaled_order_is_never_reused(
+    cert_repo: CertRepo, pebble_http01: Pebble, webroot: Path, tmp_path: Path
+) -> None:
+    from acme import client as acme_client
+    from acme import errors as acme_errors
+    from acme import messages
+    from cryptography.hazmat.primitives import serialization
+    from josepy import jwa, jwk
+
+    from gitcert import sops
+
+    hook = tmp_path / "hook.sh"
+    hook.write_text(KILLER.format(webroot=webroot, marker=tmp_path / "killed"))
+    hook.chmod(0o755)
+    cert_repo.write(
+        "manifests/acme.yaml",
+        issuer(pebble_http01, [{"http01": {"exec": {"command": [str(hook)]}}}])
+        + certificate("api", ["api.example.test"]),
+    )
+    cert_repo.commit()
+    killed = subprocess.run(
+        [sys.executable, "-m", "gitcert", "apply", "--repo", str(cert_repo.path)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9
+
+    # Fail the journaled order on purpose: nothing is served, then the challenge is answered.
+    for token in (webroot / ".well-known" / "acme-challenge").iterdir():
+        token.unlink()
+    journal = git(cert_repo.path, "show", "refs/gitcert/journal:Certificate/web/api.yaml")
+    order_url = yaml.safe_load(journal)["metadata"]["annotations"]["acme.gitcert.dev/order-url"]
+    account = git(
+        cert_repo.path, "show", "refs/gitcert/journal:account/cert-manager/pebble-account.yaml"
+    )
+    pem = subprocess.run(
+        [sops.binary(), "decrypt", "--extract", '["stringData"]["tls.key"]', "--input-type",
+         "yaml", "--output-type", "yaml", "--filename-override", "x.yaml"],
+        input=account.encode(), capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    key = jwk.JWKEC(key=serialization.load_pem_private_key(pem, None))
+    net = acme_client.ClientNetwork(key, alg=jwa.ES256, verify_ssl=str(pebble_http01.ca_pem))
+    client = acme_client.ClientV2(
+        acme_client.ClientV2.get_directory(pebble_http01.directory_url, net), net
+    )
+    # The account exists: registering its key again answers with the account's URL.
+    with pytest.raises(acme_errors.ConflictError) as existing:
+        client.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    net.account = messages.RegistrationResource(
+        uri=existing.value.location, body=messages.Registration()
+    )
+    order = messages.Order.from_json(client._post_as_get(order_url).json())
+    authz = client._authzr_from_response(
+        client._post_as_get(order.authorizations[0]), uri=order.authorizations[0]
+    )
+    challb = next(c for c in authz.body.challenges if c.chall.typ == "http-01")
+    client.answer_challenge(challb, challb.response(key))
+    deadline = time.monotonic() + 30
+    while (
+        messages.Order.from_json(client._post_as_get(order_url).json()).status
+        != messages.STATUS_INVALID
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    result = apply(cert_repo)
+    assert result.exit_code == 0, result.output
+    reordered = status(cert_repo, "web", "api")["issuerDetails"]["acmeOrderURL"]
+    assert reordered != order_url
