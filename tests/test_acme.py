@@ -268,15 +268,15 @@ fi
 """
 
 
-def test_a_run_killed_after_ordering_resumes_the_same_order(
-    cert_repo: CertRepo, pebble_http01: Pebble, webroot: Path, tmp_path: Path
-) -> None:
-    hook = tmp_path / "hook.sh"
-    hook.write_text(KILLER.format(webroot=webroot, marker=tmp_path / "killed"))
+def kill_during_ordering(cert_repo: CertRepo, pebble: Pebble, webroot: Path, tmp: Path) -> str:
+    """Run apply in a process that an HTTP-01 exec hook kills with SIGKILL after the order is
+    placed; return the order URL the killed run journaled."""
+    hook = tmp / "hook.sh"
+    hook.write_text(KILLER.format(webroot=webroot, marker=tmp / "killed"))
     hook.chmod(0o755)
     cert_repo.write(
         "manifests/acme.yaml",
-        issuer(pebble_http01, [{"http01": {"exec": {"command": [str(hook)]}}}])
+        issuer(pebble, [{"http01": {"exec": {"command": [str(hook)]}}}])
         + certificate("api", ["api.example.test"]),
     )
     head = cert_repo.commit()
@@ -284,7 +284,6 @@ def test_a_run_killed_after_ordering_resumes_the_same_order(
     killed = subprocess.run(
         [sys.executable, "-m", "gitcert", "apply", "--repo", str(cert_repo.path)],
         capture_output=True,
-        text=True,
         env=os.environ,
         timeout=120,
     )
@@ -293,8 +292,15 @@ def test_a_run_killed_after_ordering_resumes_the_same_order(
     journal = yaml.safe_load(
         git(cert_repo.path, "show", "refs/gitcert/journal:Certificate/web/api.yaml")
     )
-    order_url = journal["metadata"]["annotations"]["acme.gitcert.dev/order-url"]
     assert journal["stringData"]["tls.key"].startswith("ENC[AES256_GCM,")
+    url: str = journal["metadata"]["annotations"]["acme.gitcert.dev/order-url"]
+    return url
+
+
+def test_a_run_killed_after_ordering_resumes_the_same_order(
+    cert_repo: CertRepo, pebble_http01: Pebble, webroot: Path, tmp_path: Path
+) -> None:
+    order_url = kill_during_ordering(cert_repo, pebble_http01, webroot, tmp_path)
 
     result = apply(cert_repo)
     assert result.exit_code == 0, result.output
@@ -579,27 +585,11 @@ def test_an_invalid_journaled_order_is_never_reused(
 
     from gitcert import sops
 
-    hook = tmp_path / "hook.sh"
-    hook.write_text(KILLER.format(webroot=webroot, marker=tmp_path / "killed"))
-    hook.chmod(0o755)
-    cert_repo.write(
-        "manifests/acme.yaml",
-        issuer(pebble_http01, [{"http01": {"exec": {"command": [str(hook)]}}}])
-        + certificate("api", ["api.example.test"]),
-    )
-    cert_repo.commit()
-    killed = subprocess.run(
-        [sys.executable, "-m", "gitcert", "apply", "--repo", str(cert_repo.path)],
-        capture_output=True,
-        timeout=120,
-    )
-    assert killed.returncode == -9
+    order_url = kill_during_ordering(cert_repo, pebble_http01, webroot, tmp_path)
 
     # Fail the journaled order on purpose: nothing is served, then the challenge is answered.
     for token in (webroot / ".well-known" / "acme-challenge").iterdir():
         token.unlink()
-    journal = git(cert_repo.path, "show", "refs/gitcert/journal:Certificate/web/api.yaml")
-    order_url = yaml.safe_load(journal)["metadata"]["annotations"]["acme.gitcert.dev/order-url"]
     account = git(
         cert_repo.path, "show", "refs/gitcert/journal:account/cert-manager/pebble-account.yaml"
     )
