@@ -15,6 +15,7 @@ from gitcert import pki
 from gitcert.errors import PermanentIssuanceError
 from gitcert.issuers.base import (
     IssuerContext,
+    KeyPair,
     SignedCertificate,
     SigningRequest,
     resource_namespace,
@@ -28,6 +29,8 @@ class CAIssuer:
         self.context = context
         self.namespace = resource_namespace(spec, context.config)
         self.secret_name = str(spec.config["secretName"])
+        self._chain_of: KeyPair | None = None
+        self._chain_without_root: tuple[x509.Certificate, ...] = ()
 
     @staticmethod
     def secret_dependencies(spec: IssuerSpec, namespace: str) -> Sequence[tuple[str, str]]:
@@ -50,9 +53,18 @@ class CAIssuer:
         template = pki.SigningTemplate(request=wanted, not_before=request.now, not_after=not_after)
         cert = pki.sign_certificate(request.csr, template, ca.subject, pair.key, ca.public_key())
 
-        chain = tuple(c for c in pair.chain if not pki.is_self_signed(c))
         anchor = pair.ca or pair.chain[-1]
-        return SignedCertificate(certificate=cert, chain=chain, ca=anchor)
+        return SignedCertificate(certificate=cert, chain=self._chain(pair), ca=anchor)
+
+    def _chain(self, pair: KeyPair) -> tuple[x509.Certificate, ...]:
+        """The CA's chain without a self-signed root: worked out once per run, not per leaf.
+
+        Threads may race to fill it; they compute the same value, so that is harmless.
+        """
+        if self._chain_of is not pair:
+            self._chain_without_root = tuple(c for c in pair.chain if not pki.is_self_signed(c))
+            self._chain_of = pair
+        return self._chain_without_root
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
