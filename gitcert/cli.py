@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from gitcert import __version__, clock, gitops, log, reconcile, render, scaffold
 from gitcert.errors import GitcertError, ManifestError, UserError
+from gitcert.model import Config
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -60,6 +61,22 @@ def repo_options(func: F) -> F:
 def _error(message: str) -> None:
     # Messages quote the user's values; "[bold]" in a secretName must print as typed.
     stderr.print(f"[red]error:[/] {escape(message)}")
+
+
+def _warn_uncommitted(repo: gitops.Repository, ref: str | None, config: Config) -> None:
+    """Manifests are read from the commit; say so when the work tree holds edits to them.
+
+    Only for people at a terminal: a CI checkout is clean, and looking costs a work-tree
+    scan on big repos.
+    """
+    if ref is not None or not sys.stderr.isatty():
+        return
+    watched = (*config.manifest_paths, "gitcert.yaml", ".sops.yaml")
+    for path in gitops.uncommitted(repo, watched):
+        stderr.print(
+            f"[yellow]warning:[/] {escape(path)} has uncommitted changes; gitcert reads "
+            "the commit (HEAD), not the work tree: commit them to include them"
+        )
 
 
 def handle_errors(func: F) -> F:
@@ -144,15 +161,21 @@ def plan(
     repo_path: Path, ref: str | None, now: str | None, fmt: str, detailed_exitcode: bool
 ) -> None:
     """Show what apply would do, and why. Never writes anything."""
-    tree = gitops.resolve(gitops.open_repo(repo_path), ref)
+    repo = gitops.open_repo(repo_path)
+    tree = gitops.resolve(repo, ref)
     result = reconcile.make_plan(tree, clock.from_option(now)())
+    _warn_uncommitted(repo, ref, result.config)
     if fmt == "json":
         sys.stdout.write(render.plan_json(result))
     elif fmt == "markdown":
         sys.stdout.write(render.plan_markdown(result))
     else:
         render.plan_text(result, stdout)
-    if detailed_exitcode and result.pending:
+    for error in result.bundle_errors:
+        _error(error)
+    if result.bundle_errors:
+        sys.exit(EXIT_ERROR)
+    if detailed_exitcode and result.has_changes:
         sys.exit(EXIT_CHANGES)
 
 
@@ -165,8 +188,9 @@ def apply(repo_path: Path, ref: str | None, now: str | None, push: bool) -> None
     repo = gitops.open_repo(repo_path)
     target = gitops.branch_target(repo, ref)
     the_plan = reconcile.make_plan(target.tree, clock.from_option(now)())
+    _warn_uncommitted(repo, ref, the_plan.config)
     render.plan_text(the_plan, stdout)
-    failed = _apply(the_plan, repo, target) if the_plan.pending else False
+    failed = _apply(the_plan, repo, target) if the_plan.has_changes else False
     if push:
         config = the_plan.config.git
         gitops.push(repo, config.remote, target.branch, config.branch)
@@ -189,10 +213,13 @@ def _apply(the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Tar
 
         result = reconcile.apply(the_plan, repo, target, progress)
 
-    ok = len(result.outcomes) - len(result.failed)
+    for failure in result.bundle_failures:
+        stderr.print(f"[red]failed:[/] {escape(failure)}")
+    ok = len(result.outcomes) - len(result.failed) + len(result.bundle_changes)
+    failed = len(result.failed) + len(result.bundle_failures)
     commit = result.commit[:12] if result.commit else "none"
-    stdout.print(f"Applied {ok} change(s), {len(result.failed)} failed; commit {commit}.")
-    return bool(result.failed)
+    stdout.print(f"Applied {ok} change(s), {failed} failed; commit {commit}.")
+    return not result.ok
 
 
 @cli.command()

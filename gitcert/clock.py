@@ -56,7 +56,11 @@ def fixed_clock(moment: datetime) -> Clock:
 
 def from_option(now: str | None) -> Clock:
     """The clock for a run: ``--now``, else ``$GITCERT_NOW``, else the system clock."""
-    text = now or os.environ.get(NOW_ENV)
-    if text:
-        return fixed_clock(parse_instant(text))
+    if now:
+        return fixed_clock(parse_instant(now))
+    if os.environ.get(NOW_ENV):
+        try:
+            return fixed_clock(parse_instant(os.environ[NOW_ENV]))
+        except UserError as exc:
+            raise UserError(f"${NOW_ENV}: {exc}") from exc
     return system_clock

@@ -120,7 +120,7 @@ def resolve(repo: pygit2.Repository, ref: str | None) -> Tree:
         target = repo.revparse_single(ref or "HEAD")
         commit = target.peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise UserError(f"unknown ref {ref!r}: {exc}") from exc
+        raise UserError(f"unknown ref {ref!r} (not a branch, tag or commit here)") from exc
     return Tree(repo, commit)
 
 
@@ -304,3 +304,16 @@ class Journal:
                 None, signature, signature, message, index.write_tree(self.repo), parents
             )
             self.repo.references.create(target.branch, commit, force=True)
+
+
+def uncommitted(repo: pygit2.Repository, prefixes: tuple[str, ...]) -> list[str]:
+    """Work-tree files under ``prefixes`` that differ from HEAD (edited, new, deleted)."""
+    if repo.is_bare:
+        return []
+    changed = []
+    for path, flags in repo.status(untracked_files="all").items():
+        if flags & pygit2.enums.FileStatus.IGNORED:
+            continue
+        if any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes):
+            changed.append(path)
+    return sorted(changed)

@@ -20,7 +20,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -33,10 +33,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelError
 
 from gitcert import durations, names
-from gitcert.errors import ConfigError, ManifestError, Problem
+from gitcert.clock import parse_instant
+from gitcert.errors import ConfigError, ManifestError, Problem, UserError
 from gitcert.model import (
     CERT_MANAGER_GROUP,
     DEFAULT_DURATION,
+    BundleSource,
+    BundleSpec,
+    BundleTarget,
     CertificateSpec,
     Config,
     DesiredState,
@@ -49,6 +53,7 @@ from gitcert.model import (
     Request,
     Source,
     Subject,
+    TrustStore,
 )
 
 if TYPE_CHECKING:
@@ -63,9 +68,10 @@ _KINDS = {
     ("cert-manager.io/v1", "Issuer"): "issuer",
     ("cert-manager.io/v1", "ClusterIssuer"): "clusterissuer",
     (CONFIG_API, "Config"): "config",
+    ("trust.cert-manager.io/v1alpha1", "Bundle"): "bundle",
+    ("v1", "ConfigMap"): "configmap",
 }
 _LATER_KINDS = {
-    "Bundle": "trust bundles (trust.cert-manager.io Bundle) are not supported yet",
     "CertificateRequestPolicy": "CertificateRequestPolicy is not supported yet",
 }
 _MIN_DURATION = timedelta(hours=1)
@@ -141,7 +147,8 @@ def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
         limit = schema_.get("maxLength")
         return [(path, f"is {len(error.instance)} characters long; at most {limit} are allowed")]
     if error.validator == "pattern":
-        return [(path, f"{error.instance!r} is not a valid name (lower-case, digits, '-', '.')")]
+        hint = schema_.get("patternHint", "is not a valid name (lower-case, digits, '-', '.')")
+        return [(path, f"{error.instance!r} {hint}")]
     if error.validator in ("minProperties", "maxProperties") and path[-1:] == ("spec",):
         kinds = ", ".join(sorted(schema_.get("properties", {})))
         return [(path, f"expected exactly one issuer type: {kinds}")]
@@ -390,7 +397,19 @@ def load_config(tree: FileSource) -> Config:
     found = _schema_problems("config", document.body)
     if found:
         raise ManifestError([document.problem(f, m) for f, m in found])
+    problems = [
+        document.problem(("spec", field), f"{value!r} must be a relative path inside the repo")
+        for field, value in _paths(document.body.get("spec") or {})
+        if value.startswith("/") or ".." in value.split("/")
+    ]
+    if problems:
+        raise ManifestError(problems)
     return _config(document)
+
+
+def _paths(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    found = [(k, str(spec[k])) for k in ("secretsPath", "statusPath", "bundlesPath") if k in spec]
+    return found + [("manifests", str(p)) for p in spec.get("manifests", [])]
 
 
 def _config(document: Document) -> Config:
@@ -406,6 +425,11 @@ def _config(document: Document) -> Config:
             "clusterResourceNamespace", defaults.cluster_resource_namespace
         ),
         concurrency=spec.get("concurrency", defaults.concurrency),
+        bundles_path=spec.get("bundlesPath", defaults.bundles_path).strip("/"),
+        namespaces={
+            name: dict((body or {}).get("labels") or {})
+            for name, body in (spec.get("namespaces") or {}).items()
+        },
         git=GitSettings(
             remote=git.get("remote", default_git.remote),
             branch=git.get("branch", default_git.branch),
@@ -429,26 +453,51 @@ def load(tree: FileSource, issuer_types: Iterable[str]) -> DesiredState:
     """
     config = load_config(tree)
     problems: list[Problem] = []
-    certificates: list[tuple[Document, CertificateSpec]] = []
-    issuers: dict[ObjectKey, tuple[Document, IssuerSpec]] = {}
+    found = _Collected()
     supported = set(issuer_types)
 
     for path in _manifest_files(tree, config):
         documents, file_problems = split_documents(path, tree.read(path) or b"")
         problems += file_problems
         for document in documents:
-            problems += _load_document(document, supported, certificates, issuers)
+            problems += _load_document(document, supported, found)
 
-    problems += _cross_check(certificates, issuers)
+    problems += _cross_check(found.certificates, found.issuers)
     if problems:
         raise ManifestError(problems)
 
-    log.debug("loaded %d certificates and %d issuers", len(certificates), len(issuers))
+    log.debug("loaded %d certificates and %d issuers", len(found.certificates), len(found.issuers))
+    certificates = tuple(sorted((c for _, c in found.certificates), key=lambda c: c.key))
     return DesiredState(
         config=config,
-        certificates=tuple(sorted((c for _, c in certificates), key=lambda c: c.key)),
-        issuers={key: issuer for key, (_, issuer) in issuers.items()},
+        certificates=certificates,
+        issuers={key: issuer for key, (_, issuer) in found.issuers.items()},
+        bundles=tuple(sorted(found.bundles.values(), key=lambda b: b.name)),
+        config_maps=found.config_maps,
+        namespaces=_namespaces(config, certificates, found),
     )
+
+
+@dataclass
+class _Collected:
+    """Objects found so far, by kind, while documents are loaded."""
+
+    certificates: list[tuple[Document, CertificateSpec]] = field(default_factory=list)
+    issuers: dict[ObjectKey, tuple[Document, IssuerSpec]] = field(default_factory=dict)
+    bundles: dict[str, BundleSpec] = field(default_factory=dict)
+    config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+
+def _namespaces(
+    config: Config, certificates: Sequence[CertificateSpec], found: _Collected
+) -> dict[str, dict[str, str]]:
+    """Declared namespaces with their labels, plus every namespace a manifest uses."""
+    namespaces = {name: dict(labels) for name, labels in config.namespaces.items()}
+    used = {c.namespace for c in certificates} | {k.namespace for k in found.issuers if k.namespace}
+    used |= {namespace for namespace, _ in found.config_maps}
+    for name in sorted(used):
+        namespaces.setdefault(name, {})
+    return dict(sorted(namespaces.items()))
 
 
 def _manifest_files(tree: FileSource, config: Config) -> list[str]:
@@ -473,12 +522,7 @@ def _check_kind(document: Document) -> list[Problem]:
     return [document.problem((field,), message)]
 
 
-def _load_document(
-    document: Document,
-    supported: set[str],
-    certificates: list[tuple[Document, CertificateSpec]],
-    issuers: dict[ObjectKey, tuple[Document, IssuerSpec]],
-) -> list[Problem]:
+def _load_document(document: Document, supported: set[str], found: _Collected) -> list[Problem]:
     problems = _check_kind(document)
     if problems:
         return problems
@@ -486,16 +530,23 @@ def _load_document(
     if name == "config":
         return [document.problem(("kind",), f"Config belongs in {CONFIG_PATH}, not in manifests")]
 
-    found = _schema_problems(name, document.body)
-    if found:
-        return [document.problem(f, m) for f, m in found]
+    invalid = _schema_problems(name, document.body)
+    if invalid:
+        return [document.problem(f, m) for f, m in invalid]
 
     if name == "certificate":
         spec, problems = _certificate(document)
         if spec is not None:
-            certificates.append((document, spec))
+            found.certificates.append((document, spec))
         return problems
+    if name == "bundle":
+        return _bundle(document, found.bundles)
+    if name == "configmap":
+        key = (_namespace(document), str(document.body["metadata"]["name"]))
+        found.config_maps[key] = dict(document.body.get("data") or {})
+        return []
 
+    issuers = found.issuers
     issuer, problems = _issuer(document, supported)
     if issuer is None:
         return problems
@@ -524,7 +575,8 @@ def _certificate(document: Document) -> tuple[CertificateSpec | None, list[Probl
     problems: list[Problem] = []
 
     def bad(field: str, message: str, *rest: str | int) -> None:
-        problems.append(document.problem(("spec", field, *rest), message))
+        path = tuple(part for part in ("spec", field, *rest) if part != "")
+        problems.append(document.problem(path, message))
 
     request = _request(spec, bad)
     private_key = _key_spec(spec.get("privateKey") or {}, bad)
@@ -604,7 +656,7 @@ def _request(spec: Mapping[str, JSON], bad: Complaint) -> Request:
         "emailAddresses",
     )
     if not any(spec.get(field) for field in identities):
-        bad("secretName", f"at least one identity is required: one of {', '.join(identities)}")
+        bad("", f"at least one identity is required: one of {', '.join(identities)}")
 
     is_ca = bool(spec.get("isCA", False))
     return Request(
@@ -710,6 +762,72 @@ def _issuer(document: Document, supported: set[str]) -> tuple[IssuerSpec | None,
     )
 
 
+# --- Bundle -----------------------------------------------------------------------------------
+
+
+def _bundle(document: Document, bundles: dict[str, BundleSpec]) -> list[Problem]:
+    body = document.body
+    name = str(body["metadata"]["name"])
+    if name in bundles:
+        other = bundles[name].source
+        return [document.problem(("metadata", "name"), f"Bundle {name} is also defined at {other}")]
+
+    problems: list[Problem] = []
+    sources = []
+    for index, entry in enumerate(body["spec"]["sources"]):
+        ((kind, value),) = entry.items()
+        until = None
+        if isinstance(value, dict) and "keepPreviousUntil" in value:
+            try:
+                until = parse_instant(str(value["keepPreviousUntil"]))
+            except UserError as exc:
+                field = ("spec", "sources", index, kind, "keepPreviousUntil")
+                problems.append(document.problem(field, str(exc)))
+        details = value if isinstance(value, dict) else {}
+        sources.append(
+            BundleSource(
+                kind=kind,
+                name=str(details.get("name", "")),
+                key=str(details.get("key", "")),
+                path=str(details.get("path", "")),
+                text=value if isinstance(value, str) else "",
+                keep_previous_until=until,
+            )
+        )
+        if kind == "useDefaultCAs" and value is not True:
+            problems.append(
+                document.problem(("spec", "sources", index), "useDefaultCAs: true or leave it out")
+            )
+
+    target = body["spec"]["target"]
+    formats = target.get("additionalFormats") or {}
+    selector = target.get("namespaceSelector")
+    options = body["spec"].get("options") or {}
+    bundles[name] = BundleSpec(
+        name=name,
+        source=Source(document.path, document.line),
+        sources=tuple(sources),
+        target=BundleTarget(
+            config_map_key=(target.get("configMap") or {}).get("key", ""),
+            secret_key=(target.get("secret") or {}).get("key", ""),
+            files=tuple(target.get("files") or ()),
+            # trust-manager's default passwords: "changeit" for JKS, none for PKCS#12.
+            jks=_store(formats.get("jks"), "changeit"),
+            pkcs12=_store(formats.get("pkcs12"), ""),
+            namespace_labels=dict(selector.get("matchLabels") or {}) if selector else None,
+        ),
+        exclude_expired=bool(options.get("excludeExpired", False)),
+        exclude_non_ca=bool(options.get("excludeNonCA", False)),
+    )
+    return problems
+
+
+def _store(spec: Mapping[str, Any] | None, default_password: str) -> TrustStore | None:
+    if not spec:
+        return None
+    return TrustStore(key=str(spec["key"]), password=str(spec.get("password", default_password)))
+
+
 # --- relations between objects ------------------------------------------------------------------
 
 
@@ -773,6 +891,9 @@ def _issuer_problem(
             f"serves Certificates in its own namespace ({cert.namespace}); use a ClusterIssuer "
             "to share one",
         )
+    hint = ""
+    if ObjectKey("ClusterIssuer", "", ref.name) in issuers:
+        hint = f"; there is a ClusterIssuer {ref.name!r}: set issuerRef.kind: ClusterIssuer"
     return document.problem(
-        field, f"Issuer {ref.name!r} is not defined in namespace {cert.namespace}"
+        field, f"Issuer {ref.name!r} is not defined in namespace {cert.namespace}{hint}"
     )

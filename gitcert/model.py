@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 CERT_MANAGER_GROUP = "cert-manager.io"
@@ -150,7 +150,59 @@ class Config:
     cluster_resource_namespace: str = "cert-manager"
     git: GitSettings = GitSettings()
     concurrency: int = 4
+    bundles_path: str = "bundles"
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Declared namespaces and their labels (for Bundle namespaceSelectors)."""
     source: Source | None = None
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """One entry of a Bundle's ``spec.sources``; ``kind`` is the key that names its type."""
+
+    kind: str
+    """``inLine``, ``useDefaultCAs``, ``secret``, ``configMap`` or ``file``."""
+    name: str = ""
+    key: str = ""
+    path: str = ""
+    text: str = ""
+    keep_previous_until: datetime | None = None
+
+    def describe(self) -> str:
+        if self.kind in ("secret", "configMap"):
+            return f"{self.kind} {self.name}/{self.key}"
+        if self.kind == "file":
+            return f"file {self.path}"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    key: str
+    password: str
+
+
+@dataclass(frozen=True)
+class BundleTarget:
+    config_map_key: str = ""
+    secret_key: str = ""
+    files: tuple[str, ...] = ()
+    jks: TrustStore | None = None
+    pkcs12: TrustStore | None = None
+    namespace_labels: Mapping[str, str] | None = None
+    """matchLabels of the namespaceSelector; None selects every namespace."""
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """A trust-manager Bundle (cluster-scoped): sources combined into targets."""
+
+    name: str
+    source: Source
+    sources: tuple[BundleSource, ...]
+    target: BundleTarget
+    exclude_expired: bool = False
+    exclude_non_ca: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +210,11 @@ class DesiredState:
     config: Config
     certificates: tuple[CertificateSpec, ...]
     issuers: Mapping[ObjectKey, IssuerSpec]
+    bundles: tuple[BundleSpec, ...] = ()
+    config_maps: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    """ConfigMaps written in the manifests, by (namespace, name): Bundle sources."""
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Every namespace of the repo, with its labels."""
 
 
 class FileSource:

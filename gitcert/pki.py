@@ -272,6 +272,21 @@ class CertFacts:
     usages: tuple[str, ...]
     key_algorithm: str
     key_size: int
+    subject_key_id: str = ""
+    authority_key_id: str = ""
+
+
+def _key_ids(cert: x509.Certificate) -> tuple[str, str]:
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except x509.ExtensionNotFound:
+        ski = ""
+    try:
+        aki_value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        aki = aki_value.key_identifier.hex() if aki_value.key_identifier else ""
+    except x509.ExtensionNotFound:
+        aki = ""
+    return ski, aki
 
 
 def inspect(cert: x509.Certificate) -> CertFacts:
@@ -291,6 +306,7 @@ def inspect(cert: x509.Certificate) -> CertFacts:
 
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     algorithm, size = public_key_spec(cert.public_key())
+    ski, aki = _key_ids(cert)
     return CertFacts(
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -306,6 +322,8 @@ def inspect(cert: x509.Certificate) -> CertFacts:
         usages=_usages(cert),
         key_algorithm=algorithm,
         key_size=size,
+        subject_key_id=ski,
+        authority_key_id=aki,
     )
 
 

@@ -29,6 +29,7 @@ KEY_SPEC_CHANGED = "KeySpecChanged"
 SPEC_CHANGED = "SpecChanged"
 RENEWAL_DUE = "RenewalDue"
 REVOKED = "Revoked"
+NOT_YET_VALID = "NotYetValid"
 EXPIRED = "Expired"
 SECRET_TEMPLATE_MISMATCH = "SecretTemplateMismatch"
 MANAGED_METADATA_MISMATCH = "SecretManagedMetadataMismatch"
@@ -258,9 +259,43 @@ TRIGGER_CHAIN: Sequence[Check] = (
     renewal_due,
 )
 
-# Readiness is the trigger chain with "has it expired?" instead of "is it due?", so a
+
+def not_yet_valid(i: Input) -> Fired:
+    cert = i.actual.secret.certificate if i.actual.secret else None
+    assert cert is not None
+    if i.now < cert.not_before:
+        return NOT_YET_VALID, f"valid only from {cert.not_before:%Y-%m-%dT%H:%M:%SZ}"
+    return None
+
+
+# Readiness is the trigger chain with "is it valid now?" instead of "is it due?", so a
 # certificate can be Ready and due for renewal at once.
-READINESS_CHAIN: Sequence[Check] = (*TRIGGER_CHAIN[:-1], expired)
+READINESS_CHAIN: Sequence[Check] = (*TRIGGER_CHAIN[:-1], not_yet_valid, expired)
+
+
+ISSUER_ROTATED = "IssuerRotated"
+_NEW_KEY_REASONS = {SECRET_MISSING, SECRET_INCOMPLETE, KEY_PAIR_INVALID, KEY_SPEC_CHANGED}
+
+
+def issuer_rotated(
+    leaf: pki.CertFacts | None, ca: CertificateSpec, ca_actual: Actual, ca_decision: Decision
+) -> Fired:
+    """Whether a certificate must follow its CA to a new key.
+
+    The CA is reissued with a new key in this very run (rotationPolicy Always, or a reason
+    that forces a new key), or the certificate was signed by a key the CA no longer has
+    (its authority key id is not the CA's subject key id).
+    """
+    if leaf is None:
+        return None
+    new_key = ca.private_key.rotation_policy == "Always" or ca_decision.reason in _NEW_KEY_REASONS
+    if ca_decision.action.issues and new_key:
+        return ISSUER_ROTATED, f"its CA {ca.key} is reissued with a new key"
+    current = ca_actual.secret.certificate if ca_actual.secret else None
+    if current and current.subject_key_id and leaf.authority_key_id:
+        if current.subject_key_id != leaf.authority_key_id:
+            return ISSUER_ROTATED, f"signed by a key its CA {ca.key} no longer has"
+    return None
 
 
 def run(chain: Sequence[Check], i: Input) -> Fired:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from gitcert import gitops, manifests, pki, policies, state
+from gitcert import bundles, gitops, manifests, pki, policies, state
 from gitcert.errors import (
     GitcertError,
     IssuanceError,
@@ -64,6 +64,8 @@ class PlannedChange:
     actual: Actual
     decision: Decision
     level: int
+    depends_on: tuple[ObjectKey, ...] = ()
+    """The Certificates whose Secrets this one's issuer reads (its CA)."""
 
     @property
     def key(self) -> ObjectKey:
@@ -76,6 +78,8 @@ class Plan:
     desired: DesiredState
     changes: tuple[PlannedChange, ...]
     now: datetime
+    bundle_changes: tuple[bundles.BundleChange, ...] = ()
+    bundle_errors: tuple[str, ...] = ()
 
     @property
     def config(self) -> Config:
@@ -85,43 +89,110 @@ class Plan:
     def pending(self) -> list[PlannedChange]:
         return [c for c in self.changes if c.decision.action.writes]
 
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.pending or self.bundle_changes)
 
-def validate(tree: FileSource) -> tuple[DesiredState, dict[ObjectKey, int]]:
+
+@dataclass(frozen=True)
+class Graph:
+    """Which Certificates must be issued before which: levels, and each one's CAs."""
+
+    levels: Mapping[ObjectKey, int]
+    depends_on: Mapping[ObjectKey, tuple[ObjectKey, ...]]
+
+
+def validate(tree: FileSource) -> tuple[DesiredState, Graph]:
     """Load manifests and check the relations that need the issuers' plugins.
 
-    Returns the desired state and each Certificate's dependency level (0: needs nothing
-    issued in this repo first).
+    Returns the desired state and the dependency graph of its Certificates.
 
     Raises:
         ConfigError, ManifestError: with file, line and field.
     """
     desired = manifests.load(tree, registry().keys())
-    levels, problems = _dependency_levels(tree, desired)
+    graph, problems = _dependency_graph(tree, desired)
     problems += _issuer_problems(tree, desired)
     if problems:
         raise ManifestError(problems)
-    return desired, levels
+    return desired, graph
 
 
 def make_plan(tree: gitops.Tree, now: datetime) -> Plan:
-    desired, levels = validate(tree)
+    desired, graph = validate(tree)
     snapshot = state.gather(tree, desired)
 
-    changes = []
-    for spec in desired.certificates:
+    # CAs before the leaves they sign: a leaf's decision may depend on its CA's.
+    ordered = sorted(desired.certificates, key=lambda c: (graph.levels[c.key], c.key))
+    changes: dict[ObjectKey, PlannedChange] = {}
+    for spec in ordered:
         issuer = desired.issuers[_issuer_key(spec)]
         decision = policies.decide(policies.Input(spec, snapshot[spec.key], now, issuer))
-        changes.append(PlannedChange(spec, snapshot[spec.key], decision, levels[spec.key]))
+        cas = graph.depends_on[spec.key]
+        decision = _after_issuer_rotation(spec, decision, [changes[k] for k in cas], snapshot)
+        changes[spec.key] = PlannedChange(
+            spec, snapshot[spec.key], decision, graph.levels[spec.key], cas
+        )
         if decision.action.writes:
             log.info("%s: %s (%s) %s", spec.key, decision.action, decision.reason, decision.message)
 
-    changes.sort(key=lambda c: (c.level, c.key))
-    return Plan(tree.commit_id, desired, tuple(changes), now)
+    coming = {
+        c.spec.secret_name
+        for c in changes.values()
+        if c.decision.action.issues
+        and c.spec.namespace == desired.config.cluster_resource_namespace
+    }
+    bundle_changes, bundle_errors = _plan_bundles(desired, tree, now, coming)
+    return Plan(
+        tree.commit_id,
+        desired,
+        tuple(changes.values()),
+        now,
+        tuple(bundle_changes),
+        tuple(bundle_errors),
+    )
 
 
-def _dependency_levels(
-    tree: FileSource, desired: DesiredState
-) -> tuple[dict[ObjectKey, int], list[Problem]]:
+def _after_issuer_rotation(
+    spec: CertificateSpec,
+    decision: Decision,
+    cas: Sequence[PlannedChange],
+    snapshot: Mapping[ObjectKey, Actual],
+) -> Decision:
+    """Reissue a certificate whose CA gets (or got) a new key; else keep ``decision``."""
+    if decision.action.issues or decision.action is Action.WAIT:
+        return decision
+    leaf = snapshot[spec.key].secret
+    for ca in cas:
+        fired = policies.issuer_rotated(
+            leaf.certificate if leaf else None, ca.spec, ca.actual, ca.decision
+        )
+        if fired is not None:
+            return Decision(Action.REISSUE, fired[0], fired[1], decision.renewal_time)
+    return decision
+
+
+def _plan_bundles(
+    desired: DesiredState, tree: FileSource, now: datetime, coming: set[str]
+) -> tuple[list[bundles.BundleChange], list[str]]:
+    """What each Bundle's targets would become from what the repo holds now.
+
+    A CA reissued by this plan reaches its bundles at apply time, which rebuilds them
+    after issuing.
+    """
+    found: list[bundles.BundleChange] = []
+    errors: list[str] = []
+    for bundle in desired.bundles:
+        try:
+            built = bundles.build(bundle, desired, tree.read, now, coming)
+        except bundles.SourceError as exc:
+            errors.append(str(exc))
+            continue
+        found += bundles.changes(bundle, built, bundles.render(bundle, built, desired), tree.read)
+    return found, errors
+
+
+def _dependency_graph(tree: FileSource, desired: DesiredState) -> tuple[Graph, list[Problem]]:
     """Each Certificate's depth in the graph "issued by an issuer that reads a Secret of".
 
     A CA issuer reads its CA Secret; the Certificate writing that Secret must be issued
@@ -138,6 +209,12 @@ def _dependency_levels(
         for ns, name in plugins[issuer.type].secret_dependencies(issuer, namespace):
             if (ns, name) in writers:
                 issuer_deps[key].append(writers[(ns, name)])
+                check = getattr(plugins[issuer.type], "check_writer", None)
+                complaint = check(issuer, writers[(ns, name)]) if check else None
+                if complaint:
+                    field = ("spec", issuer.type, "secretName")
+                    line = manifests.locate(tree, issuer.source, field)
+                    problems.append(Problem(issuer.source.path, line, ".".join(field), complaint))
             elif tree.blob_id(state.secret_path(config, ns, name)) is None:
                 field = ("spec", issuer.type, "secretName")
                 problems.append(
@@ -158,7 +235,8 @@ def _dependency_levels(
         field = ("spec", "issuerRef", "name")
         line = manifests.locate(tree, spec.source, field)
         problems.append(Problem(spec.source.path, line, ".".join(field), message))
-    return levels, problems
+    depends_on = {key: tuple(sorted({c.key for c in cas})) for key, cas in edges.items()}
+    return Graph(levels, depends_on), problems
 
 
 def _issuer_problems(tree: FileSource, desired: DesiredState) -> list[Problem]:
@@ -220,12 +298,17 @@ class Outcome:
 @dataclass
 class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
+    bundle_changes: list[bundles.BundleChange] = field(default_factory=list)
+    bundle_failures: list[str] = field(default_factory=list)
     commit: str | None = None
-    pushed: bool = False
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.bundle_failures
 
 
 def blob_id(data: bytes) -> str:
@@ -247,6 +330,11 @@ class _Run(IssuerContext):
         self._pairs: dict[str, KeyPair] = {}
         self._lock = threading.Lock()
         self._issuers: dict[ObjectKey, Issuer] = {}
+        self.failed: set[ObjectKey] = set()
+
+    def fail(self, key: ObjectKey) -> None:
+        with self._lock:
+            self.failed.add(key)
 
     def read(self, path: str) -> bytes | None:
         with self._lock:
@@ -369,7 +457,7 @@ def apply(
         GitError: the branch moved or the work tree is in the way; nothing is committed.
     """
     result = ApplyResult()
-    if not plan.pending:
+    if not plan.has_changes:
         log.info("nothing to do")
         return result
 
@@ -387,8 +475,13 @@ def apply(
                     result.outcomes.append(outcome)
                     progress(outcome)
 
+        # After issuing, so a CA reissued in this run reaches its bundles in this commit.
+        _apply_bundles(run, result)
+
+    if not run.files:
+        return result
     _refuse_plaintext(target.tree, run.files, plan.config)
-    message = commit_message(result.outcomes)
+    message = commit_message(result.outcomes, result.bundle_changes)
     result.commit = gitops.commit_changes(
         repo,
         target,
@@ -413,8 +506,43 @@ def _settle_journal(journal: gitops.Journal, run: _Run, result: ApplyResult) -> 
     journal.write(done, f"gitcert: settled after {result.commit}\n")
 
 
+def _apply_bundles(run: _Run, result: ApplyResult) -> None:
+    """Rebuild every Bundle from the repo as this run leaves it; write what changed."""
+    desired = run.plan.desired
+    for bundle in desired.bundles:
+        try:
+            built = bundles.build(bundle, desired, run.read, run.plan.now)
+        except bundles.SourceError as exc:
+            log.error("%s", exc)
+            result.bundle_failures.append(str(exc))
+            continue
+        for note in built.notes:
+            log.warning("%s", note)
+
+        files = bundles.render(bundle, built, desired)
+        for change in bundles.changes(bundle, built, files, run.read):
+            run.write(change.path, files[change.path])
+            result.bundle_changes.append(change)
+        status = bundles.render_status(bundle.name, built.status)
+        path = bundles.status_path(desired.config, bundle.name)
+        if run.read(path) != status:
+            run.write(path, status)
+
+
 def _execute(run: _Run, change: PlannedChange) -> Outcome:
+    """One Certificate's action, its failure recorded (with backoff) as an outcome.
+
+    Local trouble (sops cannot encrypt or decrypt, a missing .sops.yaml) is not the
+    certificate's failure: it propagates and stops the run before anything is committed,
+    so fixing the set-up is enough to go on, without waiting out a backoff.
+    """
     action, key = change.decision.action, change.key
+    failed_ca = next((ca for ca in change.depends_on if ca in run.failed), None)
+    if failed_ca is not None and action.issues:
+        message = f"skipped: its CA {failed_ca} failed in this run"
+        run.fail(key)
+        return Outcome(change, ok=False, message=message)
+
     try:
         if action.issues:
             _issue(run, change)
@@ -422,14 +550,16 @@ def _execute(run: _Run, change: PlannedChange) -> Outcome:
             _update_metadata(run, change)
         else:
             _write_status(run, change, _refreshed_status(change))
-    except (IssuanceError, SopsError) as exc:
+    except IssuanceError as exc:
         _record_failure(run, change, str(exc), exc)
         log.error("%s: %s failed: %s", key, action, exc)
+        run.fail(key)
         return Outcome(change, ok=False, message=str(exc))
     except ValueError as exc:
         # Verification of a returned certificate raises ValueError; never commit it.
         _record_failure(run, change, f"verification failed: {exc}", None)
         log.error("%s: %s failed verification: %s", key, action, exc)
+        run.fail(key)
         return Outcome(change, ok=False, message=f"verification failed: {exc}")
     log.info("%s: %s done (%s)", key, action, change.decision.reason)
     return Outcome(change, ok=True)
@@ -544,7 +674,7 @@ def seal(sops: Sops, path: str, document: Mapping[str, Any], values: Mapping[str
     encrypted = state.load(sops.encrypt(plain, path))
     problem = encryption_problem(encrypted)
     if problem:
-        raise SopsError(f"{path}: {problem}")
+        raise SopsError(f"{path}: {problem}; check its creation rule in .sops.yaml")
 
     sops_metadata = encrypted["sops"]
     sealed = encrypted.get("stringData") or {}
@@ -666,11 +796,15 @@ def _refuse_plaintext(tree: FileSource, files: Mapping[str, bytes], config: Conf
         raise SopsError("refusing to commit: " + "; ".join(offenders))
 
 
-def commit_message(outcomes: Iterable[Outcome]) -> str:
+def commit_message(
+    outcomes: Iterable[Outcome], bundle_changes: Sequence[bundles.BundleChange] = ()
+) -> str:
     outcomes = list(outcomes)
     counts: dict[str, int] = defaultdict(int)
     for outcome in outcomes:
         counts[str(outcome.change.decision.action) if outcome.ok else "failed"] += 1
+    for change in bundle_changes:
+        counts[change.action] += 1
     summary = ", ".join(f"{action} {n}" for action, n in sorted(counts.items()))
     lines = [f"gitcert: {summary}", ""]
     for outcome in outcomes:
@@ -680,6 +814,8 @@ def commit_message(outcomes: Iterable[Outcome]) -> str:
         if not outcome.ok:
             line += f" ({outcome.message})"
         lines.append(line)
+    for change in bundle_changes:
+        lines.append(f"- {change.action} Bundle/{change.bundle} {change.path}: {change.message}")
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,8 @@ def summary(plan: Plan) -> str:
     parts = [f"{counts[a]} to {a}" for a in _ORDER if counts[a]]
     waiting = f", {counts[Action.WAIT]} waiting" if counts[Action.WAIT] else ""
     parts = [p for p in parts if not p.endswith(f"to {Action.WAIT}")]
+    if plan.bundle_changes:
+        parts.append(f"{len(plan.bundle_changes)} bundle file(s) to write")
     up_to_date = counts[Action.NONE]
     if not parts:
         return f"No changes. {up_to_date} certificate(s) up to date{waiting}."
@@ -59,7 +61,7 @@ def _rows(plan: Plan) -> Sequence[PlannedChange]:
 
 def plan_text(plan: Plan, console: Console) -> None:
     rows = _rows(plan)
-    if rows:
+    if rows or plan.bundle_changes:
         table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
         for column in ("object", "action", "reason", "message", "renewal time"):
             table.add_column(column, overflow="fold")
@@ -73,6 +75,14 @@ def plan_text(plan: Plan, console: Console) -> None:
                 escape(d.message),
                 _time(d.renewal_time),
             )
+        for bundle in plan.bundle_changes:
+            table.add_row(
+                escape(f"Bundle/{bundle.bundle}"),
+                f"[blue]{bundle.action}[/]",
+                "SourcesChanged",
+                escape(f"{bundle.path}: {bundle.message}"),
+                "",
+            )
         console.print(table)
         console.print()
     console.print(summary(plan))
@@ -80,20 +90,21 @@ def plan_text(plan: Plan, console: Console) -> None:
 
 def plan_markdown(plan: Plan) -> str:
     lines = ["### gitcert plan", ""]
-    rows = _rows(plan)
+    rows = [
+        [f"`{c.key}`", f"**{c.decision.action}**", c.decision.reason, c.decision.message,
+         _time(c.decision.renewal_time)]
+        for c in _rows(plan)
+    ]  # fmt: skip
+    rows += [
+        [f"`Bundle/{b.bundle}`", f"**{b.action}**", "SourcesChanged",
+         f"`{b.path}`: {b.message}", ""]
+        for b in plan.bundle_changes
+    ]  # fmt: skip
     if rows:
         lines += ["| object | action | reason | message | renewal time |", "|---|---|---|---|---|"]
-        for change in rows:
-            d = change.decision
-            cells = [
-                f"`{change.key}`",
-                f"**{d.action}**",
-                d.reason,
-                d.message,
-                _time(d.renewal_time),
-            ]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         lines.append("")
+    lines += [f":x: {error}\n" for error in plan.bundle_errors]
     lines.append(summary(plan))
     if plan.commit:
         lines += [
@@ -125,9 +136,20 @@ def plan_json(plan: Plan) -> str:
         "formatVersion": JSON_FORMAT_VERSION,
         "commit": plan.commit,
         "now": format_instant(plan.now),
-        "hasChanges": bool(plan.pending),
+        "hasChanges": plan.has_changes,
         "summary": dict(sorted(counts.items())),
         "changes": changes,
+        "bundles": [
+            {
+                "bundle": change.bundle,
+                "path": change.path,
+                "action": change.action,
+                "added": [{"subject": s, "sha256": f} for s, f in change.added],
+                "removed": [{"subject": s, "sha256": f} for s, f in change.removed],
+            }
+            for change in plan.bundle_changes
+        ],
+        "bundleErrors": list(plan.bundle_errors),
     }
     return json.dumps(document, indent=2) + "\n"
 

@@ -159,6 +159,12 @@ def init(
             "manifests/pki.yaml": EXAMPLE.format(name=path.resolve().name).encode(),
         }
 
+    for recipient in recipients:
+        try:
+            x25519.Recipient.from_str(recipient)
+        except Exception as exc:  # pyrage raises its own error types
+            raise UserError(f"{recipient!r} is not an age recipient (age1...): {exc}") from exc
+
     key_file = key_file or default_key_file()
     recipient = recipients[0] if recipients else write_identity(key_file)
     all_recipients = ",".join(dict.fromkeys([recipient, *recipients]))

@@ -39,7 +39,6 @@ from gitcert.pki import CertFacts
 log = logging.getLogger(__name__)
 
 STATUS_API = "gitcert.dev/v1alpha1"
-SECRET_HEADER = b"# Written by gitcert from a Certificate manifest. tls.key is SOPS-encrypted.\n"
 ANNOTATION = "cert-manager.io/"
 
 
@@ -118,6 +117,8 @@ class SecretFacts:
                 "usages": list(cert.usages),
                 "keyAlgorithm": cert.key_algorithm,
                 "keySize": cert.key_size,
+                "subjectKeyId": cert.subject_key_id,
+                "authorityKeyId": cert.authority_key_id,
             }
         return data
 
@@ -141,6 +142,8 @@ class SecretFacts:
                 usages=tuple(cert["usages"]),
                 key_algorithm=cert["keyAlgorithm"],
                 key_size=int(cert["keySize"]),
+                subject_key_id=cert.get("subjectKeyId", ""),
+                authority_key_id=cert.get("authorityKeyId", ""),
             )
         return cls(
             keys=tuple(data["keys"]),
@@ -265,7 +268,8 @@ def render_document(document: Mapping[str, Any], sops_metadata: Mapping[str, Any
     body = dict(document)
     if sops_metadata is not None:
         body["sops"] = dict(sops_metadata)
-    return SECRET_HEADER + dump(body)
+    # No header comment: sops warns about comments in files it decrypts.
+    return dump(body)
 
 
 # --- status ----------------------------------------------------------------------------------

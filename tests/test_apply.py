@@ -8,6 +8,7 @@ openssl, and that tls.key is encrypted and decrypts to the key of tls.crt.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -323,25 +324,14 @@ def test_a_plaintext_file_under_secrets_blocks_the_commit(issued: CertRepo) -> N
 
 
 def test_failed_issuance_backs_off_and_a_spec_change_retries_at_once(cert_repo: CertRepo) -> None:
-    # A CA issuer pointed at a leaf's Secret cannot sign: a permanent failure.
+    # A self-signed CA without a subject cannot be signed: a permanent failure.
     cert_repo.write("manifests/pki.yaml", BOOTSTRAP)
-    cert_repo.write(
-        "manifests/bad.yaml",
-        leaf("not-a-ca", "cert-manager")
-        + """\
----
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata: {name: bogus}
-spec:
-  ca: {secretName: not-a-ca-tls}
-"""
-        + leaf("victim", issuerRef={"name": "bogus", "kind": "ClusterIssuer"}),
-    )
+    victim = leaf("victim", isCA=True, issuerRef={"name": "selfsigned", "kind": "ClusterIssuer"})
+    cert_repo.write("manifests/bad.yaml", victim)
     cert_repo.commit()
     result = cert_repo.gitcert("apply")
     assert result.exit_code == 1
-    assert "which is not a CA certificate" in result.output
+    assert "a self-signed CA needs a subject: set commonName" in result.output
     status = yaml.safe_load(cert_repo.show("HEAD:status/default/victim.yaml"))["status"]
     assert status["failedIssuanceAttempts"] == 1
     assert status["lastFailureTime"] == NOW
@@ -386,3 +376,109 @@ def test_logs_never_carry_private_keys(
     assert "Certificate/default/web: issue done (SecretMissing)" in everything
     assert "PRIVATE KEY" not in everything
     assert "AGE-SECRET-KEY" not in everything
+
+
+def test_a_missing_age_key_stops_the_run_without_a_backoff(
+    issued: CertRepo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    issued.write("manifests/more.yaml", leaf("api", "team-a"))
+    head = issued.commit("one more")
+
+    # The CA's key cannot be decrypted: a set-up problem, not the certificate's failure.
+    key_file = os.environ["SOPS_AGE_KEY_FILE"]
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "nowhere.txt"))
+    result = issued.gitcert("apply")
+    assert result.exit_code == 1
+    assert "sops could not decrypt secrets/cert-manager/root-ca.yaml (exit 128)" in result.output
+    assert issued.head() == head
+    assert git(issued.path, "status", "--porcelain") == ""
+
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", key_file)
+    assert issued.gitcert("apply").exit_code == 0
+    assert issued.log()[0] == "gitcert: issue 1"
+
+
+def test_leaves_of_a_failed_ca_are_skipped_without_a_backoff(cert_repo: CertRepo) -> None:
+    # The CA cannot be self-signed (a CA with an empty subject); its leaf is not attempted.
+    broken = BOOTSTRAP.replace("  commonName: Test Root CA\n", "  dnsNames: [ca.example.test]\n")
+    cert_repo.write("manifests/pki.yaml", broken + leaf("web"))
+    cert_repo.commit()
+    result = cert_repo.gitcert("apply")
+    assert result.exit_code == 1
+    assert "a self-signed CA needs a subject: set commonName" in result.output
+    assert "skipped: its CA Certificate/cert-manager/root-ca failed in this run" in result.output
+    files = git(cert_repo.path, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert "status/cert-manager/root-ca.yaml" in files
+    assert "status/default/web.yaml" not in files
+
+
+def test_a_ca_issuer_over_a_non_ca_certificate_is_refused_at_validate(cert_repo: CertRepo) -> None:
+    cert_repo.write(
+        "manifests/pki.yaml",
+        BOOTSTRAP
+        + leaf("not-a-ca", "cert-manager")
+        + "---\napiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: bogus}\n"
+        + "spec:\n  ca:\n    secretName: not-a-ca-tls\n",
+    )
+    cert_repo.commit()
+    result = cert_repo.gitcert("validate")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == (
+        "error: manifests/pki.yaml:46: spec.ca.secretName: Secret cert-manager/not-a-ca-tls is "
+        "written by Certificate/cert-manager/not-a-ca, which is not a CA (set isCA: true on it)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "  secretsPath: ../outside\n",
+            "spec.secretsPath: '../outside' must be a relative path inside the repo",
+        ),
+        ("  manifests: [/etc]\n", "spec.manifests: '/etc' must be a relative path inside the repo"),
+    ],
+    ids=["secrets outside the repo", "manifests at an absolute path"],
+)
+def test_config_paths_stay_inside_the_repo(cert_repo: CertRepo, config: str, message: str) -> None:
+    cert_repo.write(
+        "gitcert.yaml", "apiVersion: gitcert.dev/v1alpha1\nkind: Config\nspec:\n" + config
+    )
+    cert_repo.commit()
+    result = cert_repo.gitcert("plan")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == f"error: gitcert.yaml:4: {message}"
+
+
+def test_secret_template_label_keys_must_be_kubernetes_label_keys(cert_repo: CertRepo) -> None:
+    cert_repo.write(
+        "manifests/pki.yaml",
+        BOOTSTRAP + leaf("web", secretTemplate={"labels": {"bad label!": "x"}}),
+    )
+    cert_repo.commit()
+    result = cert_repo.gitcert("validate")
+    assert result.exit_code == 1
+    assert "spec.secretTemplate.labels: 'bad label!' is not a valid name" in result.output
+
+
+def test_init_refuses_a_malformed_age_recipient(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gitcert.cli import cli
+
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "new"), "--age-recipient", "age1nope"])
+    assert result.exit_code == 1
+    assert "'age1nope' is not an age recipient (age1...)" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_uncommitted_manifest_edits_are_found(issued: CertRepo) -> None:
+    from gitcert import gitops
+
+    issued.write("manifests/apps.yaml", issued.read("manifests/apps.yaml") + "\n")
+    issued.write("manifests/new.yaml", leaf("extra"))
+    repo = gitops.open_repo(issued.path)
+    assert gitops.uncommitted(repo, ("manifests", "gitcert.yaml")) == [
+        "manifests/apps.yaml",
+        "manifests/new.yaml",
+    ]

@@ -239,7 +239,8 @@ spec:
 
 KNOWN_KINDS = (
     "known: cert-manager.io/v1 Certificate, cert-manager.io/v1 Issuer, "
-    "cert-manager.io/v1 ClusterIssuer, gitcert.dev/v1alpha1 Config"
+    "cert-manager.io/v1 ClusterIssuer, gitcert.dev/v1alpha1 Config, "
+    "trust.cert-manager.io/v1alpha1 Bundle, v1 ConfigMap"
 )
 
 SPEC_FIELDS = (
@@ -343,7 +344,7 @@ BAD = [
     pytest.param(
         {A: leaf("web", "team-a", dnsNames=[])},
         [
-            f"{A}:8: spec.secretName: at least one identity is required: one of commonName, "
+            f"{A}:7: spec: at least one identity is required: one of commonName, "
             "literalSubject, dnsNames, ipAddresses, uris, emailAddresses"
         ],
         id="a Certificate with no identity at all names nothing",
@@ -425,12 +426,75 @@ BAD = [
         id="non-UTF-8 bytes are reported at the line of the bad byte",
     ),
     pytest.param(
-        {"manifests/vault.yaml": VAULT},
+        {"manifests/venafi.yaml": VAULT.replace("  vault:", "  venafi:")},
         [
-            "manifests/vault.yaml:6: spec.vault: the vault issuer is not supported yet "
-            "(supported: acme, ca, selfSigned)"
+            "manifests/venafi.yaml:6: spec.venafi: unknown field "
+            "(expected one of: acme, ca, selfSigned, vault)"
         ],
-        id="a vault issuer is not supported yet",
+        id="an issuer type gitcert does not know is an unknown field",
+    ),
+    pytest.param(
+        {"manifests/vault.yaml": VAULT.replace("pki/sign/web", "pki/issue/web")},
+        [
+            "manifests/vault.yaml:8: spec.vault.path: 'pki/issue/web' is not <mount>/sign/<role>; "
+            "gitcert signs CSRs and never calls issue (keys stay local)"
+        ],
+        id="a vault path to the issue endpoint is refused",
+    ),
+    pytest.param(
+        {"manifests/vault.yaml": VAULT.replace("server:", "sever:")},
+        [
+            "manifests/vault.yaml:6: spec.vault.server: required field is missing",
+            "manifests/vault.yaml:7: spec.vault.sever: unknown field "
+            "(expected one of: auth, caBundle, namespace, path, server)",
+        ],
+        id="a typo in a vault field is an unknown field",
+    ),
+    pytest.param(
+        {"manifests/vault.yaml": VAULT + "    auth:\n      kubernetes:\n        role: gitcert\n"},
+        [
+            "manifests/vault.yaml:10: spec.vault.auth.kubernetes: unknown field "
+            "(expected one of: appRole, jwt, tokenSecretRef)"
+        ],
+        id="vault kubernetes auth is not supported",
+    ),
+    pytest.param(
+        {"manifests/vault.yaml": VAULT + "    auth:\n      jwt:\n        role: certs\n"},
+        [
+            "manifests/vault.yaml:10: spec.vault.auth.jwt: "
+            "{'role': 'certs'} is not valid under any of the given schemas"
+        ],
+        id="vault jwt auth needs tokenEnv or tokenFile",
+    ),
+    pytest.param(
+        {
+            "manifests/vault.yaml": VAULT
+            + "    auth:\n      tokenSecretRef: {name: t}\n      jwt: {role: r, tokenEnv: T}\n"
+        },
+        [
+            "manifests/vault.yaml:9: spec.vault.auth: {'tokenSecretRef': {'name': 't'}, "
+            "'jwt': {'role': 'r', 'tokenEnv': 'T'}} has too many properties"
+        ],
+        id="vault auth takes one method",
+    ),
+    pytest.param(
+        {
+            "manifests/vault.yaml": VAULT
+            + leaf(
+                "sub",
+                "team-a",
+                issuerRef={"name": "vault", "kind": "ClusterIssuer"},
+                isCA=True,
+                subject={"organizations": ["Acme"]},
+            )
+        },
+        [
+            "manifests/vault.yaml:22: spec.isCA: Vault's pki/sign/web endpoint signs leaf "
+            "certificates only; issue CAs in Vault itself or with the ca issuer",
+            "manifests/vault.yaml:23: spec.subject: the Vault role behind pki/sign/web decides "
+            "subject fields other than commonName; remove this field",
+        ],
+        id="a CA or subject fields from a vault issuer are refused",
     ),
     pytest.param(
         {A: leaf("web", "team-a").replace("cert-manager.io/v1", "cert-manager.io/v1alpha2")},

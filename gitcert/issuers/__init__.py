@@ -50,11 +50,13 @@ def registry() -> dict[str, IssuerPlugin]:
     from gitcert.issuers.acme import ACMEIssuer
     from gitcert.issuers.ca import CAIssuer
     from gitcert.issuers.selfsigned import SelfSignedIssuer
+    from gitcert.issuers.vault import VaultIssuer
 
     plugins: dict[str, IssuerPlugin] = {
         "selfSigned": SelfSignedIssuer,
         "ca": CAIssuer,
         "acme": ACMEIssuer,
+        "vault": VaultIssuer,
     }
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in plugins:

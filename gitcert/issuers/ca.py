@@ -20,7 +20,7 @@ from gitcert.issuers.base import (
     SigningRequest,
     resource_namespace,
 )
-from gitcert.model import IssuerSpec
+from gitcert.model import CertificateSpec, IssuerSpec
 
 
 class CAIssuer:
@@ -36,12 +36,23 @@ class CAIssuer:
     def secret_dependencies(spec: IssuerSpec, namespace: str) -> Sequence[tuple[str, str]]:
         return ((namespace, str(spec.config["secretName"])),)
 
+    @staticmethod
+    def check_writer(spec: IssuerSpec, writer: CertificateSpec) -> str | None:
+        """A CA issuer's Secret must come from a CA Certificate."""
+        if writer.request.is_ca:
+            return None
+        return (
+            f"Secret {writer.namespace}/{writer.secret_name} is written by {writer.key}, "
+            "which is not a CA (set isCA: true on it)"
+        )
+
     def sign(self, request: SigningRequest) -> SignedCertificate:
         pair = self.context.keypair(self.namespace, self.secret_name)
         ca = pair.chain[0]
         if not _is_ca(ca):
             raise PermanentIssuanceError(
-                f"Secret {self.namespace}/{self.secret_name} holds {ca.subject.rfc4514_string()}, "
+                f"Secret {self.namespace}/{self.secret_name} holds "
+                f"{ca.subject.rfc4514_string() or 'a certificate with an empty subject'}, "
                 "which is not a CA certificate (basicConstraints CA:FALSE)"
             )
 

@@ -105,14 +105,16 @@ class ACMEIssuer:
         if not bundle:
             return True
         if self._ca_file is None:
-            # requests wants a file. The bundle is public, so a temp file is harmless.
-            # TODO: remove it when the run ends; it is small and public, so it is left to
-            # the OS rather than threading a clean-up hook through every issuer.
+            # requests wants a file. The bundle is public, so a temp file is harmless; it is
+            # removed when the process exits (normally, on an error, or on SIGTERM).
+            import atexit
+            import os
             import tempfile
 
             with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as handle:
                 handle.write(base64.b64decode(str(bundle)))
             self._ca_file = handle.name
+            atexit.register(os.unlink, handle.name)
         return self._ca_file
 
     def _account_ref(self) -> Mapping[str, Any]:
