@@ -122,7 +122,8 @@ def cli(verbose: int) -> None:
     "--from",
     "template",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Copy gitcert.yaml and manifests from this cert repo (e.g. examples-repo).",
+    help="Copy this cert repo's files (e.g. examples-repo), except .git, secrets/, status/ "
+    "and .sops.yaml.",
 )
 @handle_errors
 def init(

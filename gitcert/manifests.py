@@ -149,9 +149,10 @@ def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
     if error.validator == "pattern":
         hint = schema_.get("patternHint", "is not a valid name (lower-case, digits, '-', '.')")
         return [(path, f"{error.instance!r} {hint}")]
-    if error.validator in ("minProperties", "maxProperties") and path[-1:] == ("spec",):
-        kinds = ", ".join(sorted(schema_.get("properties", {})))
-        return [(path, f"expected exactly one issuer type: {kinds}")]
+    if error.validator in ("minProperties", "maxProperties") and schema_.get("properties"):
+        choices = ", ".join(sorted(schema_["properties"]))
+        what = "issuer type" if path[-1:] == ("spec",) else "of"
+        return [(path, f"expected exactly one {what}: {choices}")]
     return [(path, str(error.message))]
 
 
@@ -523,6 +524,10 @@ def _check_kind(document: Document) -> list[Problem]:
 
 
 def _load_document(document: Document, supported: set[str], found: _Collected) -> list[Problem]:
+    # Flux and kustomize keep a kustomization.yaml beside the manifests it lists; it is
+    # theirs, not a gitcert object, so it is passed over rather than refused.
+    if isinstance(document.body, dict) and document.body.get("kind") == "Kustomization":
+        return []
     problems = _check_kind(document)
     if problems:
         return problems

@@ -472,8 +472,8 @@ BAD = [
             + "    auth:\n      tokenSecretRef: {name: t}\n      jwt: {role: r, tokenEnv: T}\n"
         },
         [
-            "manifests/vault.yaml:9: spec.vault.auth: {'tokenSecretRef': {'name': 't'}, "
-            "'jwt': {'role': 'r', 'tokenEnv': 'T'}} has too many properties"
+            "manifests/vault.yaml:9: spec.vault.auth: expected exactly one of: appRole, jwt, "
+            "tokenSecretRef"
         ],
         id="vault auth takes one method",
     ),
