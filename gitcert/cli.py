@@ -157,14 +157,21 @@ def validate(repo_path: Path, ref: str | None, now: str | None) -> None:
     is_flag=True,
     help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.",
 )
+@click.option("--shard", metavar="K/N", help="Only shard K of N of the Certificates (matrix jobs).")
 @handle_errors
 def plan(
-    repo_path: Path, ref: str | None, now: str | None, fmt: str, detailed_exitcode: bool
+    repo_path: Path,
+    ref: str | None,
+    now: str | None,
+    fmt: str,
+    detailed_exitcode: bool,
+    shard: str | None,
 ) -> None:
     """Show what apply would do, and why. Never writes anything."""
     repo = gitops.open_repo(repo_path)
     tree = gitops.resolve(repo, ref)
-    result = reconcile.make_plan(tree, clock.from_option(now)())
+    subset = reconcile.Shard.parse(shard) if shard else None
+    result = reconcile.make_plan(tree, clock.from_option(now)(), subset)
     _warn_uncommitted(repo, ref, result.config)
     if fmt == "json":
         sys.stdout.write(render.plan_json(result))
@@ -183,18 +190,24 @@ def plan(
 @cli.command()
 @repo_options
 @click.option("--push", is_flag=True, help="Push the commit to the configured remote and branch.")
+@click.option("--shard", metavar="K/N", help="Only shard K of N of the Certificates (matrix jobs).")
 @handle_errors
-def apply(repo_path: Path, ref: str | None, now: str | None, push: bool) -> None:
-    """Issue, renew and repair what the plan says, then commit (and push)."""
+def apply(repo_path: Path, ref: str | None, now: str | None, push: bool, shard: str | None) -> None:
+    """Issue, renew and repair what the plan says, then commit (and push).
+
+    With --push, a remote that moved meanwhile (another shard pushed first) gets our commit
+    replayed on its new head, since shards write different files.
+    """
     repo = gitops.open_repo(repo_path)
     target = gitops.branch_target(repo, ref)
-    the_plan = reconcile.make_plan(target.tree, clock.from_option(now)())
+    subset = reconcile.Shard.parse(shard) if shard else None
+    the_plan = reconcile.make_plan(target.tree, clock.from_option(now)(), subset)
     _warn_uncommitted(repo, ref, the_plan.config)
     render.plan_text(the_plan, stdout)
     failed = _apply(the_plan, repo, target) if the_plan.has_changes else False
     if push:
         config = the_plan.config.git
-        gitops.push(repo, config.remote, target.branch, config.branch)
+        gitops.push_replaying(repo, config.remote, target.branch, config.branch)
         stdout.print(f"Pushed {target.branch} to {config.remote} {config.branch}.")
     if failed:
         sys.exit(EXIT_ERROR)

@@ -10,7 +10,9 @@ through a callback rather than an exception.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,13 +245,105 @@ def push(repo: pygit2.Repository, remote_name: str, local_branch: str, remote_br
     try:
         remote.push([refspec], callbacks=callbacks)
     except pygit2.GitError as exc:
-        raise PushRejectedError(
-            f"push to {remote_name} {remote_branch} was rejected: {exc}"
-        ) from exc
+        error = RemoteMovedError if _moved(str(exc)) else PushRejectedError
+        raise error(f"push to {remote_name} {remote_branch} was rejected: {exc}") from exc
     if callbacks.refused:
         reasons = "; ".join(f"{ref}: {msg}" for ref, msg in callbacks.refused.items())
-        raise PushRejectedError(f"push to {remote_name} was refused: {reasons}")
+        error = RemoteMovedError if _moved(reasons) else PushRejectedError
+        raise error(f"push to {remote_name} was refused: {reasons}")
     log.info("pushed %s to %s/%s", local_branch, remote_name, remote_branch)
+
+
+class RemoteMovedError(PushRejectedError):
+    """Someone pushed first: the branch can be replayed on the new remote head."""
+
+
+def _moved(message: str) -> bool:
+    # libgit2 says so client-side for a stale or diverged branch; a server says
+    # "non-fast-forward" or "fetch first"; a busy local remote fails to take its lock.
+    signs = ("not present locally", "non-fastforward", "non-fast-forward", "fetch first", "lock")
+    return any(sign in message.lower() for sign in signs)
+
+
+def push_replaying(
+    repo: pygit2.Repository,
+    remote_name: str,
+    local_branch: str,
+    remote_branch: str,
+    attempts: int = 8,
+) -> None:
+    """Push; when the remote moved meanwhile, replay our commits on its head and try again.
+
+    Parallel jobs (shards) write disjoint files, so replaying is safe. When the remote
+    changed a file we changed too, we stop: the certificate must be planned again.
+
+    Raises:
+        PushRejectedError: refused for another reason, conflicting, or still moving.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            push(repo, remote_name, local_branch, remote_branch)
+            return
+        except RemoteMovedError:
+            if attempt == attempts:
+                raise
+            log.info("%s/%s moved; replaying our commit on it", remote_name, remote_branch)
+            _replay(repo, remote_name, local_branch, remote_branch)
+            time.sleep(random.uniform(0.05, 0.3) * attempt)  # let the other pusher finish
+
+
+def _replay(
+    repo: pygit2.Repository, remote_name: str, local_branch: str, remote_branch: str
+) -> None:
+    tracking = f"refs/remotes/{remote_name}/{remote_branch}"
+    repo.remotes[remote_name].fetch([f"+refs/heads/{remote_branch}:{tracking}"])
+    theirs = repo.references[tracking].peel(pygit2.Commit)
+    ours = repo.references[local_branch].peel(pygit2.Commit)
+    base_id = repo.merge_base(ours.id, theirs.id)
+    if base_id is None:
+        raise PushRejectedError(f"{local_branch} and {tracking} share no history")
+    if base_id == ours.id:
+        # Nothing of ours is missing there: just catch up.
+        _set_branch(repo, local_branch, ours, theirs.id)
+        return
+
+    base = repo[base_id].peel(pygit2.Commit)
+    mine = _changes(repo, base.tree, ours.tree)
+    overlap = sorted(set(mine) & set(_changes(repo, base.tree, theirs.tree)))
+    if overlap:
+        raise PushRejectedError(
+            f"the remote changed {', '.join(overlap[:5])} too; run gitcert again on its new head"
+        )
+    message = "".join(c.message for c in _since(repo, ours, base_id))
+    tree_id = _index_with(repo, theirs, mine).write_tree(repo)
+    replayed = repo.create_commit(None, ours.author, ours.committer, message, tree_id, [theirs.id])
+    _set_branch(repo, local_branch, ours, replayed)
+
+
+def _changes(
+    repo: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree
+) -> dict[str, bytes | None]:
+    changed: dict[str, bytes | None] = {}
+    for delta in old.diff_to_tree(new).deltas:
+        if delta.status == pygit2.enums.DeltaStatus.DELETED:
+            changed[delta.old_file.path] = None
+        else:
+            blob = repo[delta.new_file.id]
+            assert isinstance(blob, pygit2.Blob)
+            changed[delta.new_file.path] = blob.data
+    return changed
+
+
+def _since(repo: pygit2.Repository, tip: pygit2.Commit, base: pygit2.Oid) -> list[pygit2.Commit]:
+    walker = repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
+    walker.hide(base)
+    return list(walker)
+
+
+def _set_branch(repo: pygit2.Repository, branch: str, old: pygit2.Commit, new: pygit2.Oid) -> None:
+    """Move ``branch`` from ``old`` to ``new``, bringing a checked-out work tree along."""
+    target = Target(branch=branch, tree=Tree(repo, old))
+    _move_branch(repo, target, new)
 
 
 def init_repository(path: Path, branch: str) -> pygit2.Repository:

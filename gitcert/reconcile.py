@@ -118,7 +118,34 @@ def validate(tree: FileSource) -> tuple[DesiredState, Graph]:
     return desired, graph
 
 
-def make_plan(tree: gitops.Tree, now: datetime) -> Plan:
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): a stable subset of the Certificates.
+
+    A Certificate belongs to the shard picked by a hash of its namespace and name, so a
+    matrix of jobs splits the work the same way on every run.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise UserError(f"shard {self.index}/{self.count}: expected K/N with 1 <= K <= N")
+
+    def holds(self, key: ObjectKey) -> bool:
+        digest = hashlib.sha256(f"{key.namespace}/{key.name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, sep, count = text.partition("/")
+        if not sep or not index.isdigit() or not count.isdigit():
+            raise UserError(f"--shard {text!r}: expected K/N, e.g. 2/4")
+        return cls(int(index), int(count))
+
+
+def make_plan(tree: gitops.Tree, now: datetime, shard: Shard | None = None) -> Plan:
     desired, graph = validate(tree)
     snapshot = state.gather(tree, desired)
 
@@ -142,7 +169,13 @@ def make_plan(tree: gitops.Tree, now: datetime) -> Plan:
         if c.decision.action.issues
         and c.spec.namespace == desired.config.cluster_resource_namespace
     }
-    bundle_changes, bundle_errors = _plan_bundles(desired, tree, now, coming)
+    # Bundles read every CA, so one shard, the first, builds them.
+    with_bundles = shard is None or shard.index == 1
+    bundle_changes, bundle_errors = (
+        _plan_bundles(desired, tree, now, coming) if with_bundles else ([], [])
+    )
+    if shard is not None:
+        changes = _shard(changes, shard)
     return Plan(
         tree.commit_id,
         desired,
@@ -151,6 +184,26 @@ def make_plan(tree: gitops.Tree, now: datetime) -> Plan:
         tuple(bundle_changes),
         tuple(bundle_errors),
     )
+
+
+def _shard(changes: dict[ObjectKey, PlannedChange], shard: Shard) -> dict[ObjectKey, PlannedChange]:
+    """This shard's Certificates; one whose CA another shard reissues now waits a run."""
+    kept = {}
+    for key, change in changes.items():
+        if not shard.holds(key):
+            continue
+        elsewhere = [
+            ca for ca in change.depends_on
+            if not shard.holds(ca) and changes[ca].decision.action.issues
+        ]  # fmt: skip
+        if elsewhere and change.decision.action.issues:
+            d = change.decision
+            message = f"{d.message}; its CA {elsewhere[0]} is issued by another shard this run"
+            change = replace(
+                change, decision=Decision(Action.WAIT, d.reason, message, d.renewal_time)
+            )
+        kept[key] = change
+    return kept
 
 
 def _after_issuer_rotation(
