@@ -181,7 +181,11 @@ def plan(
         render.plan_text(result, stdout)
     for error in result.bundle_errors:
         _error(error)
-    if result.bundle_errors:
+    over_budget = result.budget and result.config.acme_limits.fail
+    for finding in result.budget:
+        label = "[red]error:[/]" if over_budget else "[yellow]warning:[/]"
+        stderr.print(f"{label} {escape(finding.message)}")
+    if result.bundle_errors or over_budget:
         sys.exit(EXIT_ERROR)
     if detailed_exitcode and result.has_changes:
         sys.exit(EXIT_CHANGES)

@@ -38,6 +38,7 @@ from gitcert.errors import ConfigError, ManifestError, Problem, UserError
 from gitcert.model import (
     CERT_MANAGER_GROUP,
     DEFAULT_DURATION,
+    AcmeLimits,
     BundleSource,
     BundleSpec,
     BundleTarget,
@@ -427,6 +428,7 @@ def _config(document: Document) -> Config:
         ),
         concurrency=spec.get("concurrency", defaults.concurrency),
         bundles_path=spec.get("bundlesPath", defaults.bundles_path).strip("/"),
+        acme_limits=_acme_limits(spec.get("acmeLimits") or {}),
         namespaces={
             name: dict((body or {}).get("labels") or {})
             for name, body in (spec.get("namespaces") or {}).items()
@@ -438,6 +440,18 @@ def _config(document: Document) -> Config:
             author_email=author.get("email", default_git.author_email),
         ),
         source=Source(document.path, document.line),
+    )
+
+
+def _acme_limits(spec: Mapping[str, Any]) -> AcmeLimits:
+    default = AcmeLimits()
+    return AcmeLimits(
+        certificates_per_registered_domain=spec.get(
+            "certificatesPerRegisteredDomain", default.certificates_per_registered_domain
+        ),
+        duplicate_certificates=spec.get("duplicateCertificates", default.duplicate_certificates),
+        window=durations.parse(spec["window"]) if "window" in spec else default.window,
+        fail=spec.get("onExceed", "warn") == "fail",
     )
 
 

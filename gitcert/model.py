@@ -141,6 +141,17 @@ class GitSettings:
 
 
 @dataclass(frozen=True)
+class AcmeLimits:
+    """The ACME CA's rate limits that plan counts against (Let's Encrypt's by default)."""
+
+    certificates_per_registered_domain: int = 50
+    duplicate_certificates: int = 5
+    window: timedelta = timedelta(days=7)
+    fail: bool = False
+    """Fail the plan (a pull request's check) instead of warning."""
+
+
+@dataclass(frozen=True)
 class Config:
     """gitcert.yaml: where things live in the cert repo and how to commit."""
 
@@ -151,6 +162,7 @@ class Config:
     git: GitSettings = GitSettings()
     concurrency: int = 4
     bundles_path: str = "bundles"
+    acme_limits: AcmeLimits = AcmeLimits()
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Declared namespaces and their labels (for Bundle namespaceSelectors)."""
     source: Source | None = None

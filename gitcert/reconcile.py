@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from gitcert import bundles, gitops, manifests, pki, policies, state
+from gitcert import budget, bundles, gitops, manifests, pki, policies, state
 from gitcert.errors import (
     GitcertError,
     IssuanceError,
@@ -80,6 +80,8 @@ class Plan:
     now: datetime
     bundle_changes: tuple[bundles.BundleChange, ...] = ()
     bundle_errors: tuple[str, ...] = ()
+    budget: tuple[budget.Finding, ...] = ()
+    """ACME rate limits this plan's new orders would exceed."""
 
     @property
     def config(self) -> Config:
@@ -176,6 +178,7 @@ def make_plan(tree: gitops.Tree, now: datetime, shard: Shard | None = None) -> P
     )
     if shard is not None:
         changes = _shard(changes, shard)
+    findings = _acme_budget(desired, changes.values(), now)
     return Plan(
         tree.commit_id,
         desired,
@@ -183,7 +186,24 @@ def make_plan(tree: gitops.Tree, now: datetime, shard: Shard | None = None) -> P
         now,
         tuple(bundle_changes),
         tuple(bundle_errors),
+        tuple(findings),
     )
+
+
+def _acme_budget(
+    desired: DesiredState, changes: Iterable[PlannedChange], now: datetime
+) -> list[budget.Finding]:
+    """Count the orders this plan would send to ACME issuers against their rate limits."""
+    acme = [c for c in changes if desired.issuers[_issuer_key(c.spec)].type == "acme"]
+    if not acme:
+        return []
+    planned = [c.spec for c in acme if c.decision.action.issues]
+    findings = budget.check(
+        planned, [(c.spec, c.actual) for c in acme], desired.config.acme_limits, now
+    )
+    for finding in findings:
+        log.info("%s", finding.message)  # the plan itself reports it to the user
+    return findings
 
 
 def _shard(changes: dict[ObjectKey, PlannedChange], shard: Shard) -> dict[ObjectKey, PlannedChange]:

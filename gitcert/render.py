@@ -105,6 +105,7 @@ def plan_markdown(plan: Plan) -> str:
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         lines.append("")
     lines += [f":x: {error}\n" for error in plan.bundle_errors]
+    lines += [f":warning: {finding.message}\n" for finding in plan.budget]
     lines.append(summary(plan))
     if plan.commit:
         lines += [
@@ -150,6 +151,17 @@ def plan_json(plan: Plan) -> str:
             for change in plan.bundle_changes
         ],
         "bundleErrors": list(plan.bundle_errors),
+        "acmeBudget": [
+            {
+                "limit": f.limit,
+                "subject": f.subject,
+                "planned": f.planned,
+                "recent": f.recent,
+                "allowed": f.allowed,
+                "message": f.message,
+            }
+            for f in plan.budget
+        ],
     }
     return json.dumps(document, indent=2) + "\n"
 
