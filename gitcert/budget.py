@@ -62,13 +62,22 @@ def _domains(names: Iterable[str]) -> set[str]:
     return {registered_domain(n) for n in names}
 
 
+def _renewal(spec: CertificateSpec, actual: Actual) -> bool:
+    cert = actual.secret.certificate if actual.secret else None
+    return cert is not None and cert.dns_names == spec.request.dns_names
+
+
 def check(
-    planned: Iterable[CertificateSpec],
+    planned: Iterable[tuple[CertificateSpec, Actual]],
     issued: Iterable[tuple[CertificateSpec, Actual]],
     limits: AcmeLimits,
     now: datetime,
 ) -> list[Finding]:
-    """Limits the ``planned`` orders would exceed, counting ``issued`` within the window."""
+    """Limits the ``planned`` orders would exceed, counting ``issued`` within the window.
+
+    A renewal (the same names as the certificate it replaces) does not count against the
+    per-domain limit, as with Let's Encrypt; it does count as a duplicate.
+    """
     since = now - limits.window
     recent = [
         spec.request.dns_names
@@ -76,9 +85,11 @@ def check(
         if actual.secret and actual.secret.certificate
         and actual.secret.certificate.not_before >= since
     ]  # fmt: skip
-    wanted = [spec.request.dns_names for spec in planned if spec.request.dns_names]
+    orders = [(spec, actual) for spec, actual in planned if spec.request.dns_names]
+    wanted = [spec.request.dns_names for spec, _ in orders]
+    new = [spec.request.dns_names for spec, actual in orders if not _renewal(spec, actual)]
 
-    per_domain_planned = Counter(d for names in wanted for d in _domains(names))
+    per_domain_planned = Counter(d for names in new for d in _domains(names))
     per_domain_recent = Counter(d for names in recent for d in _domains(names))
     findings = [
         Finding("per registered domain", domain, count, per_domain_recent[domain],

@@ -104,6 +104,8 @@ def is_ca(cert: x509.Certificate) -> bool:
 class Retained:
     pem: str
     until: datetime
+    source: str = ""
+    """The source (as described) that used to hold it: its keepPreviousUntil rules."""
 
 
 @dataclass
@@ -117,7 +119,10 @@ class BundleStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "sources": dict(sorted(self.sources.items())),
-            "retained": [{"pem": r.pem, "until": format_instant(r.until)} for r in self.retained],
+            "retained": [
+                {"pem": r.pem, "until": format_instant(r.until), "source": r.source}
+                for r in self.retained
+            ],
             "defaultCAsVersion": self.default_cas,
         }
 
@@ -126,7 +131,8 @@ class BundleStatus:
         return cls(
             sources={k: list(v) for k, v in (data.get("sources") or {}).items()},
             retained=[
-                Retained(r["pem"], parse_instant(r["until"])) for r in data.get("retained", [])
+                Retained(r["pem"], parse_instant(r["until"]), r.get("source", ""))
+                for r in data.get("retained", [])
             ],
             default_cas=str(data.get("defaultCAsVersion", "")),
         )
@@ -186,12 +192,12 @@ def build(
         SourceError: a source is unusable, or nothing is left; the message says which.
     """
     previous = load_status(read, desired.config, bundle.name)
-    status = BundleStatus(retained=[r for r in previous.retained if r.until > now])
+    status = BundleStatus(retained=_still_kept(previous.retained, bundle, now))
     notes: list[str] = []
     found: dict[str, x509.Certificate] = {}
 
     for index, source in enumerate(bundle.sources):
-        where = f"Bundle {bundle.name} source {index} ({source.describe()})"
+        where = f"{bundle.source}: Bundle {bundle.name} spec.sources[{index}] ({source.describe()})"
         if source.kind == "secret" and source.name in coming:
             notes.append(f"{where} is issued by this run; the bundle is rebuilt after it")
             continue
@@ -280,6 +286,22 @@ def _filtered(
     return certificates
 
 
+def _still_kept(retained: Sequence[Retained], bundle: BundleSpec, now: datetime) -> list[Retained]:
+    """Replaced certificates still inside their overlap, by the sources' current settings.
+
+    The date is read from the manifest on every run, not from when the rotation happened:
+    shortening or removing keepPreviousUntil (say, after the old CA leaked) takes effect
+    at once.
+    """
+    until = {s.describe(): s.keep_previous_until for s in bundle.sources}
+    kept = []
+    for entry in retained:
+        limit = until.get(entry.source)
+        if limit is not None and now < limit:
+            kept.append(Retained(entry.pem, limit, entry.source))
+    return kept
+
+
 def _overlap(
     source: BundleSource,
     previous: BundleStatus,
@@ -294,7 +316,7 @@ def _overlap(
     held = set(status.sources.get(source.describe(), [])) | set(pems)
     for pem in previous.sources.get(source.describe(), []):
         if pem not in held and all(r.pem != pem for r in status.retained):
-            status.retained.append(Retained(pem, until))
+            status.retained.append(Retained(pem, until, source.describe()))
             log.info(
                 "keeping a replaced certificate of %s until %s",
                 source.describe(),
@@ -542,7 +564,10 @@ def _held(data: bytes | None) -> dict[str, str]:
     held = {}
     for match in _BLOCK.finditer(text):
         try:
-            cert = x509.load_der_x509_certificate(base64.b64decode("".join(match.group(2).split())))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # public roots with odd serials, as above
+                der = base64.b64decode("".join(match.group(2).split()))
+                cert = x509.load_der_x509_certificate(der)
         except ValueError:
             continue
         held[fingerprint(cert)] = _subject(cert)

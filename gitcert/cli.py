@@ -24,7 +24,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from gitcert import __version__, clock, gitops, log, reconcile, render, scaffold
+from gitcert import __version__, clock, github, gitops, log, reconcile, render, review, scaffold
 from gitcert.errors import GitcertError, ManifestError, UserError
 from gitcert.model import Config
 
@@ -85,11 +85,17 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ManifestError as exc:
+            if github.active():
+                prefix = github.workspace_prefix(kwargs.get("repo_path"))
+                report = render.problems_markdown(exc.problems)
+                github.publish_problems(exc.problems, report, prefix)
             for problem in exc.problems:
                 _error(str(problem))
             stderr.print(f"{len(exc.problems)} problem(s) found; nothing was written.")
             sys.exit(EXIT_ERROR)
         except GitcertError as exc:
+            if github.active():
+                github.publish_error(str(exc))
             _error(str(exc))
             sys.exit(EXIT_ERROR)
 
@@ -145,7 +151,16 @@ def validate(repo_path: Path, ref: str | None, now: str | None) -> None:
     """Check every manifest; print each problem with file, line and field."""
     tree = gitops.resolve(gitops.open_repo(repo_path), ref)
     desired, _ = reconcile.validate(tree)
-    counts = f"{len(desired.certificates)} certificate(s) and {len(desired.issuers)} issuer(s)"
+    # Bundle sources are checked too: a pasted private key must stop here, before merge.
+    errors = reconcile.bundle_errors(desired, tree, clock.from_option(now)())
+    for error in errors:
+        _error(error)
+    if errors:
+        sys.exit(EXIT_ERROR)
+    counts = (
+        f"{len(desired.certificates)} certificate(s), {len(desired.issuers)} issuer(s), "
+        f"{len(desired.bundles)} bundle(s) and {len(desired.policies)} policy(ies)"
+    )
     stdout.print(f"{counts} are valid.")
 
 
@@ -158,6 +173,12 @@ def validate(repo_path: Path, ref: str | None, now: str | None) -> None:
     help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.",
 )
 @click.option("--shard", metavar="K/N", help="Only shard K of N of the Certificates (matrix jobs).")
+@click.option(
+    "--base",
+    metavar="REF",
+    help="Review against REF (a pull request's base): only the Certificates and Bundles "
+    "that differ, and how.",
+)
 @handle_errors
 def plan(
     repo_path: Path,
@@ -166,6 +187,7 @@ def plan(
     fmt: str,
     detailed_exitcode: bool,
     shard: str | None,
+    base: str | None,
 ) -> None:
     """Show what apply would do, and why. Never writes anything."""
     repo = gitops.open_repo(repo_path)
@@ -173,12 +195,25 @@ def plan(
     subset = reconcile.Shard.parse(shard) if shard else None
     result = reconcile.make_plan(tree, clock.from_option(now)(), subset)
     _warn_uncommitted(repo, ref, result.config)
+    changed = None
+    if base is not None:
+        base_state, base_commit = review.load_base(repo, base)
+        changed = review.compare(base_state, result, base, base_commit)
     if fmt == "json":
-        sys.stdout.write(render.plan_json(result))
+        sys.stdout.write(render.plan_json(result, changed))
     elif fmt == "markdown":
-        sys.stdout.write(render.plan_markdown(result))
+        sys.stdout.write(render.plan_markdown(result, changed))
     else:
-        render.plan_text(result, stdout)
+        render.plan_text(result, stdout, changed)
+    if github.active():
+        # With JSON on stdout the workflow commands go to stderr, which the runner reads too.
+        github.publish_plan(
+            result,
+            render.plan_markdown(result, changed),
+            render.plan_json(result, changed),
+            github.workspace_prefix(repo_path),
+            sys.stderr if fmt == "json" else None,
+        )
     for error in result.bundle_errors:
         _error(error)
     over_budget = result.budget and result.config.acme_limits.fail
@@ -195,8 +230,20 @@ def plan(
 @repo_options
 @click.option("--push", is_flag=True, help="Push the commit to the configured remote and branch.")
 @click.option("--shard", metavar="K/N", help="Only shard K of N of the Certificates (matrix jobs).")
+@click.option("--renew", metavar="[NAMESPACE/]NAME", help="Renew this Certificate now, due or not.")
+@click.option("--author-name", metavar="NAME", help="Commit as NAME [gitcert.yaml's git.author].")
+@click.option("--author-email", metavar="EMAIL", help="Commit as EMAIL [gitcert.yaml's].")
 @handle_errors
-def apply(repo_path: Path, ref: str | None, now: str | None, push: bool, shard: str | None) -> None:
+def apply(
+    repo_path: Path,
+    ref: str | None,
+    now: str | None,
+    push: bool,
+    shard: str | None,
+    renew: str | None,
+    author_name: str | None,
+    author_email: str | None,
+) -> None:
     """Issue, renew and repair what the plan says, then commit (and push).
 
     With --push, a remote that moved meanwhile (another shard pushed first) gets our commit
@@ -206,18 +253,33 @@ def apply(repo_path: Path, ref: str | None, now: str | None, push: bool, shard: 
     target = gitops.branch_target(repo, ref)
     subset = reconcile.Shard.parse(shard) if shard else None
     the_plan = reconcile.make_plan(target.tree, clock.from_option(now)(), subset)
+    if renew:
+        the_plan = reconcile.request_renewal(the_plan, renew)
+    if author_name or author_email:
+        the_plan = reconcile.with_author(the_plan, author_name, author_email)
     _warn_uncommitted(repo, ref, the_plan.config)
     render.plan_text(the_plan, stdout)
-    failed = _apply(the_plan, repo, target) if the_plan.has_changes else False
+    result = _apply(the_plan, repo, target) if the_plan.has_changes else None
     if push:
         config = the_plan.config.git
         gitops.push_replaying(repo, config.remote, target.branch, config.branch)
         stdout.print(f"Pushed {target.branch} to {config.remote} {config.branch}.")
-    if failed:
+    if github.active():
+        markdown = render.plan_markdown(the_plan)
+        prefix = github.workspace_prefix(repo_path)
+        github.publish_apply(the_plan, result, markdown, _applied(result), prefix)
+    if result is None and the_plan.bundle_errors:
+        # Nothing else to do, but a broken bundle must not pass a scheduled run silently.
+        for error in the_plan.bundle_errors:
+            _error(error)
+        sys.exit(EXIT_ERROR)
+    if result is not None and not result.ok:
         sys.exit(EXIT_ERROR)
 
 
-def _apply(the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Target) -> bool:
+def _apply(
+    the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Target
+) -> reconcile.ApplyResult:
     total = len(the_plan.pending)  # computed once: Plan.pending builds a new list
     with stdout.status("applying...") as spinner:
         done = 0
@@ -233,11 +295,17 @@ def _apply(the_plan: reconcile.Plan, repo: gitops.Repository, target: gitops.Tar
 
     for failure in result.bundle_failures:
         stderr.print(f"[red]failed:[/] {escape(failure)}")
+    stdout.print(_applied(result))
+    return result
+
+
+def _applied(result: reconcile.ApplyResult | None) -> str:
+    if result is None:
+        return "Nothing to apply."
     ok = len(result.outcomes) - len(result.failed) + len(result.bundle_changes)
     failed = len(result.failed) + len(result.bundle_failures)
     commit = result.commit[:12] if result.commit else "none"
-    stdout.print(f"Applied {ok} change(s), {failed} failed; commit {commit}.")
-    return not result.ok
+    return f"Applied {ok} change(s), {failed} failed; commit {commit}."
 
 
 @cli.command()
@@ -286,6 +354,38 @@ def status(repo_path: Path, ref: str | None, now: str | None, fmt: str) -> None:
         sys.stdout.write(render.status_json(rows))
     else:
         render.status_text(rows, stdout)
+
+
+@cli.group(name="github")
+def github_group() -> None:
+    """Helpers for GitHub Actions jobs (the actions under actions/ call them)."""
+
+
+@github_group.command(name="comment")
+@click.option(
+    "--body-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The Markdown to post (gitcert plan's plan_markdown output).",
+)
+@click.option(
+    "--token-env",
+    default=github.TOKEN_ENV,
+    show_default=True,
+    help="The environment variable holding the token.",
+)
+@handle_errors
+def github_comment(body_file: Path, token_env: str) -> None:
+    """Create or update gitcert's one comment on this job's pull request."""
+    stdout.print(escape(github.comment(body_file, token_env)))
+
+
+@github_group.command(name="oidc-token")
+@click.option("--audience", required=True, help="The audience (aud) the token is for.")
+@handle_errors
+def github_oidc_token(audience: str) -> None:
+    """Print the job's OIDC token, for capture: TOKEN=$(gitcert github oidc-token ...)."""
+    sys.stdout.write(github.oidc_token(audience) + "\n")
 
 
 def main() -> None:

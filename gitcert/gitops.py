@@ -10,6 +10,7 @@ through a callback rather than an exception.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -216,12 +217,31 @@ def _move_branch(repo: pygit2.Repository, target: Target, commit_id: pygit2.Oid)
         current.set_target(commit_id)
 
 
+# A token for HTTPS remotes, such as a GitHub Actions job's. libgit2 does not read the
+# http.extraheader in which actions/checkout leaves its token, so the job passes it here.
+GIT_TOKEN_ENV = "GITCERT_GIT_TOKEN"
+
+
 class _PushCallbacks(pygit2.RemoteCallbacks):
-    """Collects per-reference refusals, which libgit2 reports here instead of raising."""
+    """Collects per-reference refusals, which libgit2 reports here instead of raising; and
+    answers an HTTPS remote's request for credentials with ``$GITCERT_GIT_TOKEN``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.refused: dict[str, str] = {}
+        self._offered = False
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: pygit2.enums.CredentialType
+    ) -> pygit2.UserPass:
+        token = os.environ.get(GIT_TOKEN_ENV, "")
+        plaintext = bool(allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT)
+        # Offered once: libgit2 asks again after a refusal and would ask forever. Never
+        # over plain HTTP, where anyone on the way could read it.
+        if not token or self._offered or not plaintext or not url.startswith("https://"):
+            raise pygit2.Passthrough
+        self._offered = True
+        return pygit2.UserPass(username_from_url or "x-access-token", token)
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
@@ -261,7 +281,14 @@ class RemoteMovedError(PushRejectedError):
 def _moved(message: str) -> bool:
     # libgit2 says so client-side for a stale or diverged branch; a server says
     # "non-fast-forward" or "fetch first"; a busy local remote fails to take its lock.
-    signs = ("not present locally", "non-fastforward", "non-fast-forward", "fetch first", "lock")
+    signs = (
+        "not present locally",
+        "non-fastforward",
+        "non-fast-forward",
+        "fetch first",
+        "failed to update ref",  # receive-pack lost the race for the ref to another push
+        "lock",
+    )
     return any(sign in message.lower() for sign in signs)
 
 
@@ -296,7 +323,8 @@ def _replay(
     repo: pygit2.Repository, remote_name: str, local_branch: str, remote_branch: str
 ) -> None:
     tracking = f"refs/remotes/{remote_name}/{remote_branch}"
-    repo.remotes[remote_name].fetch([f"+refs/heads/{remote_branch}:{tracking}"])
+    refspec = f"+refs/heads/{remote_branch}:{tracking}"
+    repo.remotes[remote_name].fetch([refspec], callbacks=_PushCallbacks())
     theirs = repo.references[tracking].peel(pygit2.Commit)
     ours = repo.references[local_branch].peel(pygit2.Commit)
     base_id = repo.merge_base(ours.id, theirs.id)
@@ -316,7 +344,9 @@ def _replay(
         )
     message = "".join(c.message for c in _since(repo, ours, base_id))
     tree_id = _index_with(repo, theirs, mine).write_tree(repo)
-    replayed = repo.create_commit(None, ours.author, ours.committer, message, tree_id, [theirs.id])
+    # Same author; the committer is "now", as for any rebased commit.
+    committer = pygit2.Signature(ours.committer.name, ours.committer.email)
+    replayed = repo.create_commit(None, ours.author, committer, message, tree_id, [theirs.id])
     _set_branch(repo, local_branch, ours, replayed)
 
 

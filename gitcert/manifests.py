@@ -39,9 +39,12 @@ from gitcert.model import (
     CERT_MANAGER_GROUP,
     DEFAULT_DURATION,
     AcmeLimits,
+    AllowedSubject,
+    AllowedValues,
     BundleSource,
     BundleSpec,
     BundleTarget,
+    CertificateRequestPolicy,
     CertificateSpec,
     Config,
     DesiredState,
@@ -51,6 +54,9 @@ from gitcert.model import (
     IssuerSpec,
     KeySpec,
     ObjectKey,
+    PolicyAllowed,
+    PolicyConstraints,
+    PolicySelector,
     Request,
     Source,
     Subject,
@@ -71,10 +77,10 @@ _KINDS = {
     (CONFIG_API, "Config"): "config",
     ("trust.cert-manager.io/v1alpha1", "Bundle"): "bundle",
     ("v1", "ConfigMap"): "configmap",
+    ("policy.cert-manager.io/v1alpha1", "CertificateRequestPolicy"): "certificaterequestpolicy",
 }
-_LATER_KINDS = {
-    "CertificateRequestPolicy": "CertificateRequestPolicy is not supported yet",
-}
+# Kinds gitcert knows of but does not read yet: named with a clearer error than "unsupported".
+_LATER_KINDS: dict[str, str] = {}
 _MIN_DURATION = timedelta(hours=1)
 _MIN_RENEW_BEFORE = timedelta(minutes=5)
 _RSA_SIZES = range(2048, 8193)
@@ -348,6 +354,8 @@ def locate(tree: FileSource, source: Source, field: Sequence[str | int]) -> int:
 _NORMALISERS: dict[str, Callable[[str], str]] = {
     "dnsNames": names.dns_name,
     "ipAddresses": names.ip_address,
+    "uris": names.uri,
+    "emailAddresses": names.email,
 }
 
 
@@ -478,6 +486,7 @@ def load(tree: FileSource, issuer_types: Iterable[str]) -> DesiredState:
             problems += _load_document(document, supported, found)
 
     problems += _cross_check(found.certificates, found.issuers)
+    problems += _bundle_targets(found, config)
     if problems:
         raise ManifestError(problems)
 
@@ -490,6 +499,7 @@ def load(tree: FileSource, issuer_types: Iterable[str]) -> DesiredState:
         bundles=tuple(sorted(found.bundles.values(), key=lambda b: b.name)),
         config_maps=found.config_maps,
         namespaces=_namespaces(config, certificates, found),
+        policies=tuple(sorted(found.policies.values(), key=lambda p: p.name)),
     )
 
 
@@ -500,7 +510,9 @@ class _Collected:
     certificates: list[tuple[Document, CertificateSpec]] = field(default_factory=list)
     issuers: dict[ObjectKey, tuple[Document, IssuerSpec]] = field(default_factory=dict)
     bundles: dict[str, BundleSpec] = field(default_factory=dict)
+    bundle_documents: dict[str, Document] = field(default_factory=dict)
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    policies: dict[str, CertificateRequestPolicy] = field(default_factory=dict)
 
 
 def _namespaces(
@@ -559,7 +571,10 @@ def _load_document(document: Document, supported: set[str], found: _Collected) -
             found.certificates.append((document, spec))
         return problems
     if name == "bundle":
+        found.bundle_documents.setdefault(str(document.body["metadata"]["name"]), document)
         return _bundle(document, found.bundles)
+    if name == "certificaterequestpolicy":
+        return _policy(document, found.policies)
     if name == "configmap":
         key = (_namespace(document), str(document.body["metadata"]["name"]))
         found.config_maps[key] = dict(document.body.get("data") or {})
@@ -632,6 +647,7 @@ def _certificate(document: Document) -> tuple[CertificateSpec | None, list[Probl
             renew_before_percentage=percentage,
             labels=dict(sorted(template.get("labels", {}).items())),
             annotations=dict(sorted(template.get("annotations", {}).items())),
+            spec_usages=tuple(spec.get("usages", ())),
         ),
         [],
     )
@@ -784,6 +800,30 @@ def _issuer(document: Document, supported: set[str]) -> tuple[IssuerSpec | None,
 # --- Bundle -----------------------------------------------------------------------------------
 
 
+def _bundle_targets(found: _Collected, config: Config) -> list[Problem]:
+    """Bundle files stay out of gitcert's own files and out of each other's way."""
+    reserved = {CONFIG_PATH, ".sops.yaml"}
+    owned = (*config.manifest_paths, config.secrets_path, config.status_path, config.bundles_path)
+    taken: dict[str, str] = {}
+    problems = []
+    for name, bundle in sorted(found.bundles.items()):
+        document = found.bundle_documents[name]
+        for index, path in enumerate(bundle.target.files):
+            field = ("spec", "target", "files", index)
+            parts = path.split("/")
+            if path.startswith("/") or ".." in parts or parts[0] == ".git" or "" in parts:
+                reason = "must be a relative path inside the repo, outside .git"
+            elif path in reserved or any(path.startswith(p + "/") for p in owned):
+                reason = f"is gitcert's own ({', '.join(sorted(reserved | set(owned)))})"
+            elif path in taken:
+                reason = f"is also a target of Bundle {taken[path]}"
+            else:
+                taken[path] = name
+                continue
+            problems.append(document.problem(field, f"{path!r} {reason}"))
+    return problems
+
+
 def _bundle(document: Document, bundles: dict[str, BundleSpec]) -> list[Problem]:
     body = document.body
     name = str(body["metadata"]["name"])
@@ -845,6 +885,135 @@ def _store(spec: Mapping[str, Any] | None, default_password: str) -> TrustStore 
     if not spec:
         return None
     return TrustStore(key=str(spec["key"]), password=str(spec.get("password", default_password)))
+
+
+# --- CertificateRequestPolicy ---------------------------------------------------------------------
+
+_POLICY_SUBJECT = (
+    ("organizations", "organizations"),
+    ("countries", "countries"),
+    ("organizationalUnits", "organizational_units"),
+    ("localities", "localities"),
+    ("provinces", "provinces"),
+    ("streetAddresses", "street_addresses"),
+    ("postalCodes", "postal_codes"),
+    ("serialNumber", "serial_number"),
+)
+
+
+def _policy(document: Document, policies: dict[str, CertificateRequestPolicy]) -> list[Problem]:
+    """Parse an approver-policy CertificateRequestPolicy into ``policies``; its problems."""
+    body = document.body
+    name = str(body["metadata"]["name"])
+    spec = body["spec"]
+    problems = _policy_refusals(document)
+    if name in policies:
+        other = policies[name].source
+        message = f"CertificateRequestPolicy {name} is also defined at {other}"
+        problems.append(document.problem(("metadata", "name"), message))
+
+    constraints = _policy_constraints(document, spec.get("constraints") or {}, problems)
+    if problems:
+        return problems
+
+    allowed = spec.get("allowed") or {}
+    subject = allowed.get("subject") or {}
+    policies[name] = CertificateRequestPolicy(
+        name=name,
+        source=Source(document.path, document.line),
+        selector=_policy_selector(spec["selector"]),
+        allowed=PolicyAllowed(
+            common_name=_allowed(allowed.get("commonName")),
+            dns_names=_allowed(allowed.get("dnsNames")),
+            ip_addresses=_allowed(allowed.get("ipAddresses")),
+            uris=_allowed(allowed.get("uris")),
+            email_addresses=_allowed(allowed.get("emailAddresses")),
+            is_ca=bool(allowed.get("isCA", False)),
+            usages=tuple(allowed.get("usages") or ()),
+            subject=AllowedSubject(
+                **{attr: _allowed(subject.get(key)) for key, attr in _POLICY_SUBJECT}
+            ),
+        ),
+        constraints=constraints,
+    )
+    return []
+
+
+def _policy_refusals(document: Document) -> list[Problem]:
+    """What a policy asks that gitcert cannot honour: said plainly, never silently ignored."""
+    spec = document.body["spec"]
+    problems = []
+    if document.body["metadata"].get("namespace"):
+        message = "a CertificateRequestPolicy is cluster-scoped; remove metadata.namespace"
+        problems.append(document.problem(("metadata", "namespace"), message))
+    if "plugins" in spec:
+        message = "plugins are not supported yet; gitcert evaluates allowed, constraints, selector"
+        problems.append(document.problem(("spec", "plugins"), message))
+    if not spec["selector"]:
+        message = "select with issuerRef and/or namespace (an empty issuerRef selects every issuer)"
+        problems.append(document.problem(("spec", "selector"), message))
+
+    allowed = spec.get("allowed") or {}
+    entries: list[tuple[tuple[str, ...], Any]]
+    entries = [((key,), entry) for key, entry in allowed.items() if key != "subject"]
+    entries += [(("subject", key), entry) for key, entry in (allowed.get("subject") or {}).items()]
+    for path, entry in entries:
+        # TODO: CEL validations need a CEL evaluator (cel-python is not a dependency yet);
+        # refusing them keeps a rule from being skipped without anyone noticing.
+        if isinstance(entry, dict) and entry.get("validations"):
+            field = ("spec", "allowed", *path, "validations")
+            message = "CEL validations are not supported yet; use value/values globs or remove them"
+            problems.append(document.problem(field, message))
+    return problems
+
+
+def _allowed(entry: Mapping[str, Any] | None) -> AllowedValues | None:
+    if entry is None:
+        return None
+    patterns = (entry["value"],) if "value" in entry else tuple(entry.get("values") or ())
+    return AllowedValues(patterns=patterns, required=bool(entry.get("required", False)))
+
+
+def _policy_constraints(
+    document: Document, constraints: Mapping[str, Any], problems: list[Problem]
+) -> PolicyConstraints:
+    bounds = {}
+    for bound in ("minDuration", "maxDuration"):
+        if bound not in constraints:
+            continue
+        try:
+            bounds[bound] = durations.parse(constraints[bound])
+        except ValueError as exc:
+            problems.append(document.problem(("spec", "constraints", bound), str(exc)))
+    if "minDuration" in bounds and "maxDuration" in bounds:
+        if bounds["minDuration"] > bounds["maxDuration"]:
+            message = "minDuration is longer than maxDuration: no duration is allowed"
+            problems.append(document.problem(("spec", "constraints", "minDuration"), message))
+
+    key = constraints.get("privateKey") or {}
+    if "minSize" in key and "maxSize" in key and key["minSize"] > key["maxSize"]:
+        message = "minSize is larger than maxSize: no key size is allowed"
+        problems.append(document.problem(("spec", "constraints", "privateKey", "minSize"), message))
+    return PolicyConstraints(
+        min_duration=bounds.get("minDuration"),
+        max_duration=bounds.get("maxDuration"),
+        key_algorithm=key.get("algorithm"),
+        min_key_size=key.get("minSize"),
+        max_key_size=key.get("maxSize"),
+    )
+
+
+def _policy_selector(selector: Mapping[str, Any]) -> PolicySelector:
+    ref = selector.get("issuerRef") or {}
+    namespace = selector.get("namespace") or {}
+    # Empty matchNames or matchLabels select every namespace, as in approver-policy.
+    return PolicySelector(
+        issuer_name=ref.get("name"),
+        issuer_kind=ref.get("kind"),
+        issuer_group=ref.get("group"),
+        namespace_names=tuple(namespace["matchNames"]) if namespace.get("matchNames") else None,
+        namespace_labels=dict(namespace["matchLabels"]) if namespace.get("matchLabels") else None,
+    )
 
 
 # --- relations between objects ------------------------------------------------------------------

@@ -108,6 +108,9 @@ class CertificateSpec:
     renew_before_percentage: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    spec_usages: tuple[str, ...] = ()
+    """``spec.usages`` as written, empty when left out: cert-manager copies exactly these into
+    its CertificateRequest, which is what a CertificateRequestPolicy judges."""
 
     @property
     def namespace(self) -> str:
@@ -217,6 +220,85 @@ class BundleSpec:
     exclude_non_ca: bool = False
 
 
+# --- CertificateRequestPolicy (cert-manager's approver-policy) -----------------------------------
+
+
+@dataclass(frozen=True)
+class AllowedValues:
+    """One entry of a policy's ``spec.allowed``: the globs a requested value must match.
+
+    ``value`` (commonName, serialNumber) and ``values`` (the lists) both land in
+    ``patterns``; an entry without any pattern allows no value at all.
+    """
+
+    patterns: tuple[str, ...] = ()
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class AllowedSubject:
+    """``spec.allowed.subject``; None for an attribute the policy does not list."""
+
+    organizations: AllowedValues | None = None
+    countries: AllowedValues | None = None
+    organizational_units: AllowedValues | None = None
+    localities: AllowedValues | None = None
+    provinces: AllowedValues | None = None
+    street_addresses: AllowedValues | None = None
+    postal_codes: AllowedValues | None = None
+    serial_number: AllowedValues | None = None
+
+
+@dataclass(frozen=True)
+class PolicyAllowed:
+    """``spec.allowed``: what a request may carry; None for a field the policy does not list."""
+
+    common_name: AllowedValues | None = None
+    dns_names: AllowedValues | None = None
+    ip_addresses: AllowedValues | None = None
+    uris: AllowedValues | None = None
+    email_addresses: AllowedValues | None = None
+    is_ca: bool = False
+    usages: tuple[str, ...] = ()
+    subject: AllowedSubject = AllowedSubject()
+
+
+@dataclass(frozen=True)
+class PolicyConstraints:
+    """``spec.constraints``: bounds on the duration and the private key; None is unbounded."""
+
+    min_duration: timedelta | None = None
+    max_duration: timedelta | None = None
+    key_algorithm: KeyAlgorithm | None = None
+    min_key_size: int | None = None
+    max_key_size: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicySelector:
+    """``spec.selector``: the requests a policy judges (globs); None selects everything."""
+
+    issuer_name: str | None = None
+    issuer_kind: str | None = None
+    issuer_group: str | None = None
+    namespace_names: tuple[str, ...] | None = None
+    namespace_labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class CertificateRequestPolicy:
+    """An approver-policy ``policy.cert-manager.io/v1alpha1`` CertificateRequestPolicy.
+
+    Cluster-scoped, as in approver-policy. Judged by :mod:`gitcert.approval`.
+    """
+
+    name: str
+    source: Source
+    selector: PolicySelector
+    allowed: PolicyAllowed = PolicyAllowed()
+    constraints: PolicyConstraints = PolicyConstraints()
+
+
 @dataclass(frozen=True)
 class DesiredState:
     config: Config
@@ -227,6 +309,8 @@ class DesiredState:
     """ConfigMaps written in the manifests, by (namespace, name): Bundle sources."""
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Every namespace of the repo, with its labels."""
+    policies: tuple[CertificateRequestPolicy, ...] = ()
+    """CertificateRequestPolicies, by name; once there is one, every request needs one's yes."""
 
 
 class FileSource:

@@ -288,13 +288,22 @@ def issuer_rotated(
     """
     if leaf is None:
         return None
+    current = ca_actual.secret.certificate if ca_actual.secret else None
     new_key = ca.private_key.rotation_policy == "Always" or ca_decision.reason in _NEW_KEY_REASONS
     if ca_decision.action.issues and new_key:
         return ISSUER_ROTATED, f"its CA {ca.key} is reissued with a new key"
-    current = ca_actual.secret.certificate if ca_actual.secret else None
+    # A new subject breaks the chain too: the leaf names its issuer by subject.
+    new_subject = pki.subject_name(ca.request).rfc4514_string()
+    if ca_decision.action.issues and current and current.subject != new_subject:
+        return ISSUER_ROTATED, f"its CA {ca.key} is reissued with a new subject"
     if current and current.subject_key_id and leaf.authority_key_id:
         if current.subject_key_id != leaf.authority_key_id:
             return ISSUER_ROTATED, f"signed by a key its CA {ca.key} no longer has"
+    if current and leaf.issuer != current.subject:
+        return (
+            ISSUER_ROTATED,
+            f"issued by {leaf.issuer!r}, but its CA {ca.key} is now {current.subject!r}",
+        )
     return None
 
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from cryptography import x509
 
-from gitcert import budget, bundles, gitops, manifests, pki, policies, state
+from gitcert import approval, budget, bundles, gitops, manifests, pki, policies, state
 from gitcert.errors import (
+    ConfigError,
     GitcertError,
     IssuanceError,
     ManifestError,
@@ -115,6 +116,7 @@ def validate(tree: FileSource) -> tuple[DesiredState, Graph]:
     desired = manifests.load(tree, registry().keys())
     graph, problems = _dependency_graph(tree, desired)
     problems += _issuer_problems(tree, desired)
+    problems += _policy_problems(tree, desired)
     if problems:
         raise ManifestError(problems)
     return desired, graph
@@ -176,9 +178,10 @@ def make_plan(tree: gitops.Tree, now: datetime, shard: Shard | None = None) -> P
     bundle_changes, bundle_errors = (
         _plan_bundles(desired, tree, now, coming) if with_bundles else ([], [])
     )
+    # Counted over every shard's orders: the CA's limits do not know about shards.
+    findings = _acme_budget(desired, changes.values(), now)
     if shard is not None:
         changes = _shard(changes, shard)
-    findings = _acme_budget(desired, changes.values(), now)
     return Plan(
         tree.commit_id,
         desired,
@@ -197,7 +200,7 @@ def _acme_budget(
     acme = [c for c in changes if desired.issuers[_issuer_key(c.spec)].type == "acme"]
     if not acme:
         return []
-    planned = [c.spec for c in acme if c.decision.action.issues]
+    planned = [(c.spec, c.actual) for c in acme if c.decision.action.issues]
     findings = budget.check(
         planned, [(c.spec, c.actual) for c in acme], desired.config.acme_limits, now
     )
@@ -243,6 +246,11 @@ def _after_issuer_rotation(
         if fired is not None:
             return Decision(Action.REISSUE, fired[0], fired[1], decision.renewal_time)
     return decision
+
+
+def bundle_errors(desired: DesiredState, tree: FileSource, now: datetime) -> list[str]:
+    """Every Bundle source problem in the repo as it is (for validate)."""
+    return _plan_bundles(desired, tree, now, set())[1]
 
 
 def _plan_bundles(
@@ -318,11 +326,27 @@ def _issuer_problems(tree: FileSource, desired: DesiredState) -> list[Problem]:
     for spec in desired.certificates:
         issuer = desired.issuers[_issuer_key(spec)]
         for found, message in certificate_problems(registry()[issuer.type], issuer, spec):
-            path = manifests.item_path(tree, spec.source, found)
-            line = manifests.locate(tree, spec.source, path)
-            dotted = ".".join(f"[{p}]" if isinstance(p, int) else p for p in path)
-            problems.append(Problem(spec.source.path, line, dotted.replace(".[", "["), message))
+            problems.append(_located(tree, spec, found, message))
     return problems
+
+
+def _policy_problems(tree: FileSource, desired: DesiredState) -> list[Problem]:
+    """What each Certificate asks that no CertificateRequestPolicy selecting it allows."""
+    problems = []
+    for spec in desired.certificates:
+        for refusal in approval.evaluate(desired.policies, spec, desired.namespaces):
+            problems.append(_located(tree, spec, refusal.field, refusal.message))
+    return problems
+
+
+def _located(
+    tree: FileSource, spec: CertificateSpec, found: tuple[str | int, ...], message: str
+) -> Problem:
+    """A problem with a field of a Certificate, at the line and list index the user wrote."""
+    path = manifests.item_path(tree, spec.source, found)
+    line = manifests.locate(tree, spec.source, path)
+    dotted = ".".join(f"[{p}]" if isinstance(p, int) else p for p in path)
+    return Problem(spec.source.path, line, dotted.replace(".[", "["), message)
 
 
 def _issuer_key(spec: CertificateSpec) -> ObjectKey:
@@ -475,10 +499,14 @@ class _Run(IssuerContext):
     def secret_value(self, namespace: str, secret_name: str, key: str) -> bytes:
         path = state.secret_path(self.config, namespace, secret_name)
         data = self.read(path)
-        document = state.load(data) if data is not None else None
-        if document is None or key not in state.secret_values(document):
-            raise PermanentIssuanceError(f"Secret {namespace}/{secret_name} has no key {key!r}")
-        return self._decrypt(path, data or b"", document, key)
+        # A Secret an issuer refers to is the user's set-up, like the age key: when it is
+        # missing, the run stops (ConfigError) instead of backing every certificate off.
+        if data is None:
+            raise ConfigError(f"Secret {namespace}/{secret_name} does not exist ({path})")
+        document = state.load(data)
+        if key not in state.secret_values(document):
+            raise ConfigError(f"Secret {namespace}/{secret_name} has no key {key!r} ({path})")
+        return self._decrypt(path, data, document, key)
 
     def store_private_key(
         self, namespace: str, secret_name: str, key: pki.PrivateKey, annotations: Mapping[str, str]
@@ -533,6 +561,9 @@ def apply(
     if not plan.has_changes:
         log.info("nothing to do")
         return result
+    if plan.budget and plan.config.acme_limits.fail:
+        # acmeLimits.onExceed: fail holds on merge too: no order is placed.
+        raise UserError("; ".join(f.message for f in plan.budget) + " (acmeLimits.onExceed: fail)")
 
     journal = gitops.Journal(repo)
     with Sops(target.tree.read(".sops.yaml")) as sops:
@@ -640,6 +671,8 @@ def _execute(run: _Run, change: PlannedChange) -> Outcome:
 
 def _issue(run: _Run, change: PlannedChange) -> None:
     spec, now = change.spec, run.plan.now
+    # Before any key is made or decrypted: a denied request never touches key material.
+    _check_approval(run, spec)
     key = _next_key(run, change)
     csr = pki.build_csr(spec.request, key)
 
@@ -689,6 +722,22 @@ def _issue(run: _Run, change: PlannedChange) -> None:
     _write_status(run, change, status)
 
 
+def _check_approval(run: _Run, spec: CertificateSpec) -> None:
+    """Sign nothing the CertificateRequestPolicies deny.
+
+    Validation refused such a plan already; this guards a plan built some other way, the
+    way approver-policy stands between every request and its signer.
+
+    Raises:
+        PermanentIssuanceError: with the same words plan would have printed.
+    """
+    desired = run.plan.desired
+    refusals = approval.evaluate(desired.policies, spec, desired.namespaces)
+    if refusals:
+        problems = [_located(run.tree, spec, r.field, r.message) for r in refusals]
+        raise PermanentIssuanceError("; ".join(str(p) for p in problems))
+
+
 def _current_certificate(run: _Run, spec: CertificateSpec) -> x509.Certificate | None:
     data = run.read(state.secret_path(run.config, spec.namespace, spec.secret_name))
     if data is None:
@@ -700,10 +749,22 @@ def _current_certificate(run: _Run, spec: CertificateSpec) -> x509.Certificate |
     return chain[0] if chain else None
 
 
+_COMPROMISES = {"keyCompromise", "cACompromise", "aACompromise"}
+
+
 def _next_key(run: _Run, change: PlannedChange) -> pki.PrivateKey:
-    """A new key, unless rotationPolicy Never and the current key is still right."""
+    """A new key, unless rotationPolicy Never and the current key is still right.
+
+    A key whose certificate was revoked for a compromise is never used again, whatever
+    the rotation policy says.
+    """
     spec, actual = change.spec, change.actual
+    status = actual.status
+    compromised = status is not None and status.revocation_reason in _COMPROMISES
+    if compromised:
+        log.info("%s: the key was revoked as compromised; generating a new key", change.key)
     reuse = spec.private_key.rotation_policy == "Never" and actual.secret is not None
+    reuse = reuse and not compromised
     if not reuse or not actual.secret or not actual.secret.key_encrypted:
         return pki.generate_key(spec.private_key)
 
@@ -924,6 +985,37 @@ def find(plan: Plan, name: str, namespace: str | None) -> PlannedChange:
     return found[0]
 
 
+# cert-manager's reason when a person asks for a renewal (``cmctl renew``).
+MANUALLY_TRIGGERED = "ManuallyTriggered"
+
+
+def request_renewal(plan: Plan, name: str) -> Plan:
+    """``plan`` with Certificate ``name`` (or ``namespace/name``) renewed now.
+
+    An action that already issues keeps its own, more telling reason. Leaves signed by a
+    CA renewed this way follow on the next run (reason IssuerRotated), not in this one.
+    """
+    namespace, _, bare = name.rpartition("/")
+    target = find(plan, bare, namespace or None)
+    if target.decision.action.issues:
+        return plan
+    message = "a renewal was requested (apply --renew)"
+    decision = Decision(Action.RENEW, MANUALLY_TRIGGERED, message, target.decision.renewal_time)
+    log.info("%s: renew (%s)", target.key, MANUALLY_TRIGGERED)
+    changes = tuple(
+        replace(c, decision=decision) if c.key == target.key else c for c in plan.changes
+    )
+    return replace(plan, changes=changes)
+
+
+def with_author(plan: Plan, name: str | None, email: str | None) -> Plan:
+    """``plan`` committing as ``name <email>`` instead of gitcert.yaml's ``git.author``."""
+    git = plan.config.git
+    git = replace(git, author_name=name or git.author_name, author_email=email or git.author_email)
+    config = replace(plan.config, git=git)
+    return replace(plan, desired=replace(plan.desired, config=config))
+
+
 def revoke(
     plan: Plan, repo: gitops.Repository, target: gitops.Target, change: PlannedChange, reason: str
 ) -> str:
@@ -936,6 +1028,12 @@ def revoke(
         current = _current_certificate(run, change.spec)
         if current is None:
             raise UserError(f"{change.key} has no issued certificate to revoke")
+        recorded = change.actual.status
+        if recorded is not None and recorded.revoked_serial == format(current.serial_number, "x"):
+            raise UserError(
+                f"{change.key}'s certificate {recorded.revoked_serial} was already revoked "
+                f"({recorded.revocation_reason}); apply reissues it"
+            )
         issuer = run.issuer(change.spec)
         if not isinstance(issuer, Revoker):
             kind = plan.desired.issuers[_issuer_key(change.spec)].type

@@ -482,3 +482,64 @@ def test_uncommitted_manifest_edits_are_found(issued: CertRepo) -> None:
         "manifests/apps.yaml",
         "manifests/new.yaml",
     ]
+
+
+def test_a_ca_renamed_with_its_key_kept_still_takes_its_leaves_along(cert_repo: CertRepo) -> None:
+    keep_key = BOOTSTRAP.replace(
+        "  duration: 8760h\n", "  duration: 8760h\n  privateKey: {rotationPolicy: Never}\n"
+    )
+    cert_repo.write("manifests/pki.yaml", keep_key + leaf("web"))
+    cert_repo.commit()
+    assert cert_repo.gitcert("apply").exit_code == 0
+
+    cert_repo.write(
+        "manifests/pki.yaml", keep_key.replace("Test Root CA", "Test Root CA G2") + leaf("web")
+    )
+    cert_repo.commit()
+    plan = plan_json(cert_repo)
+    assert pending(plan) == [
+        ("Certificate/cert-manager/root-ca", "reissue", "SpecChanged"),
+        ("Certificate/default/web", "reissue", "IssuerRotated"),
+    ]
+    web = next(c for c in plan["changes"] if c["name"] == "web")  # type: ignore[union-attr]
+    assert (
+        web["message"] == "its CA Certificate/cert-manager/root-ca is reissued with a new subject"
+    )
+
+    assert cert_repo.gitcert("apply").exit_code == 0
+    data = secret(cert_repo, "default", "web-tls")["stringData"]
+    assert isinstance(data, dict)
+    leaf_cert = x509.load_pem_x509_certificate(data["tls.crt"].encode())
+    leaf_cert.verify_directly_issued_by(x509.load_pem_x509_certificate(data["ca.crt"].encode()))
+    assert leaf_cert.issuer.rfc4514_string() == "CN=Test Root CA G2"
+
+
+def test_revoking_twice_is_refused_and_a_compromised_key_is_never_reused(
+    cert_repo: CertRepo,
+) -> None:
+    from dataclasses import replace as with_
+
+    from gitcert.model import ObjectKey
+    from gitcert.state import parse_status, render_status
+
+    never = leaf("db", privateKey={"rotationPolicy": "Never"})
+    cert_repo.write("manifests/pki.yaml", BOOTSTRAP + never)
+    cert_repo.commit()
+    assert cert_repo.gitcert("apply").exit_code == 0
+
+    # The CA issuer cannot revoke; record a keyCompromise revocation as an ACME one would.
+    status = parse_status(cert_repo.show("HEAD:status/default/db.yaml").encode())
+    assert status is not None
+    revoked = with_(status, revoked_serial=status.serial_number, revocation_reason="keyCompromise")
+    key = ObjectKey("Certificate", "default", "db")
+    cert_repo.write("status/default/db.yaml", render_status(key, revoked))
+    cert_repo.commit("db was revoked as compromised")
+
+    result = cert_repo.gitcert("revoke", "db")
+    assert result.exit_code == 1
+    assert "was already revoked (keyCompromise); apply reissues it" in result.output
+
+    before = decrypt_key(cert_repo, "default", "db-tls")
+    assert pending(plan_json(cert_repo)) == [("Certificate/default/db", "reissue", "Revoked")]
+    assert cert_repo.gitcert("apply").exit_code == 0
+    assert decrypt_key(cert_repo, "default", "db-tls") != before

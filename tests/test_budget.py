@@ -82,3 +82,15 @@ def test_plan_warns_by_default(cert_repo: CertRepo) -> None:
         "warning: ACME rate limit: same.example.com would get 2 certificates in 168h "
         "(2 planned, 0 issued recently); the limit is 1 for the same set of names"
     ) in result.output
+
+
+def test_apply_places_no_order_over_a_failing_budget(cert_repo: CertRepo) -> None:
+    cert_repo.write("gitcert.yaml", limits("fail"))
+    manifests = ACME + "".join(certificate(f"s{i}", [f"s{i}.example.com"]) for i in range(4))
+    cert_repo.write("manifests/acme.yaml", manifests)
+    head = cert_repo.commit()
+
+    result = cert_repo.gitcert("apply")
+    assert result.exit_code == 1
+    assert "the limit is 3 per registered domain (acmeLimits.onExceed: fail)" in result.output
+    assert cert_repo.head() == head

@@ -82,6 +82,9 @@ def built(spec: BundleSpec, now: datetime = T0) -> list[x509.Certificate]:
     return bundles.build(spec, DESIRED, nothing, now).certificates
 
 
+WHERE = "manifests/trust.yaml:1: Bundle trust spec.sources[1] (inLine)"
+
+
 def test_duplicates_across_sources_collapse_and_order_is_by_hash() -> None:
     a, b, c = make_ca("A"), make_ca("B"), make_ca("C")
     certificates = built(bundle(inline(a, b, a), inline(c, b)))
@@ -105,15 +108,17 @@ def test_permuted_sources_render_identical_bytes() -> None:
     [
         (
             "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
-            "Bundle trust source 1 (inLine): holds a PRIVATE KEY block; "
-            "a bundle takes only certificates",
+            f"{WHERE}: holds a PRIVATE KEY block; a bundle takes only certificates",
         ),
         (
             "-----BEGIN TRUSTED CERTIFICATE-----\nMIIB\n-----END TRUSTED CERTIFICATE-----\n",
-            "Bundle trust source 1 (inLine): holds a TRUSTED CERTIFICATE block (OpenSSL's trust "
-            "format); convert it with `openssl x509 -in FILE` to a plain CERTIFICATE",
+            f"{WHERE}: holds a TRUSTED CERTIFICATE block (OpenSSL's trust format); "
+            "convert it with `openssl x509 -in FILE` to a plain CERTIFICATE",
         ),
-        ("just text\n", "Bundle trust source 1 (inLine): holds no certificate"),
+        (
+            "just text\n",
+            "manifests/trust.yaml:1: Bundle trust spec.sources[1] (inLine): holds no certificate",
+        ),
     ],
     ids=["a pasted private key", "OpenSSL's trusted certificate", "no certificate at all"],
 )
@@ -140,7 +145,7 @@ def test_expired_and_non_ca_certificates_are_kept_unless_filtered() -> None:
 
     spec = BundleSpec(
         name="trust",
-        source=Source("m.yaml", 1),
+        source=Source("manifests/trust.yaml", 1),
         sources=(inline(old), inline(plain), inline(good)),
         target=BundleTarget(config_map_key="ca.crt"),
         exclude_expired=True,
@@ -148,14 +153,17 @@ def test_expired_and_non_ca_certificates_are_kept_unless_filtered() -> None:
     )
     result = bundles.build(spec, DESIRED, nothing, T0)
     assert result.certificates == [good]
-    assert result.notes == ["Bundle trust source 0 (inLine) holds only expired certificates"]
+    assert result.notes == [
+        "manifests/trust.yaml:1: Bundle trust spec.sources[0] (inLine) holds only expired "
+        "certificates"
+    ]
 
 
 def test_an_empty_result_is_an_error() -> None:
     old = make_ca("Old", days=1, start=T0 - timedelta(days=30))
     spec = BundleSpec(
         name="trust",
-        source=Source("m.yaml", 1),
+        source=Source("manifests/trust.yaml", 1),
         sources=(inline(old),),
         target=BundleTarget(config_map_key="ca.crt"),
         exclude_expired=True,
@@ -163,7 +171,8 @@ def test_an_empty_result_is_an_error() -> None:
     with pytest.raises(SourceError) as error:
         bundles.build(spec, DESIRED, nothing, T0)
     assert str(error.value) == (
-        "Bundle trust: no certificate is left (Bundle trust source 0 (inLine) holds only "
+        "Bundle trust: no certificate is left (manifests/trust.yaml:1: Bundle trust "
+        "spec.sources[0] (inLine) holds only "
         "expired certificates); its targets are kept as they are"
     )
 

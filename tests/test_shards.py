@@ -17,6 +17,7 @@ import pytest
 from gitcert.model import ObjectKey
 from gitcert.reconcile import Shard
 from tests.conftest import BOOTSTRAP, NOW, CertRepo, git, leaf
+from tests.test_push import daemon as _daemon  # a fixture: git daemon on loopback
 
 NAMES = [f"svc{i:02d}" for i in range(24)]
 
@@ -38,10 +39,17 @@ def test_a_bad_shard_is_a_clear_error(cert_repo: CertRepo, text: str) -> None:
     assert "expected K/N" in result.output
 
 
-def test_four_shards_race_to_one_remote(cert_repo: CertRepo, tmp_path: Path) -> None:
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
-    git(cert_repo.path, "remote", "add", "origin", str(remote))
+daemon = _daemon
+
+
+def test_four_shards_race_to_one_remote(
+    cert_repo: CertRepo, tmp_path: Path, daemon: tuple[str, Path]
+) -> None:
+    # A git server, as in a real matrix job: receive-pack updates the branch atomically and
+    # refuses a stale push. (libgit2's plain-path transport does not: with it, concurrent
+    # pushers can overwrite each other.)
+    url, remote = daemon
+    git(cert_repo.path, "remote", "add", "origin", url)
     cert_repo.write("manifests/pki.yaml", BOOTSTRAP)
     cert_repo.commit()
     assert cert_repo.gitcert("apply", "--push").exit_code == 0
@@ -53,7 +61,7 @@ def test_four_shards_race_to_one_remote(cert_repo: CertRepo, tmp_path: Path) -> 
     clones = []
     for k in range(1, 5):
         clone = tmp_path / f"shard{k}"
-        git(tmp_path, "clone", "-q", str(remote), str(clone))
+        git(tmp_path, "clone", "-q", url, str(clone))
         clones.append(clone)
     env = {**os.environ, "GITCERT_NOW": NOW}
     runs = [
@@ -88,7 +96,7 @@ def test_four_shards_race_to_one_remote(cert_repo: CertRepo, tmp_path: Path) -> 
         assert len(log.split()) == 1, name
         status = git(remote, "show", f"main:status/apps/{name}.yaml")
         assert '"revision": 1,' in status
-    shard_commits = git(remote, "log", "--format=%s", "main").splitlines()[:4]
+    shard_commits = git(remote, "log", "--topo-order", "--format=%s", "main").splitlines()[:4]
     assert sorted(shard_commits) == sorted(f"gitcert: issue {n}" for n in _sizes())
 
 

@@ -240,7 +240,8 @@ spec:
 KNOWN_KINDS = (
     "known: cert-manager.io/v1 Certificate, cert-manager.io/v1 Issuer, "
     "cert-manager.io/v1 ClusterIssuer, gitcert.dev/v1alpha1 Config, "
-    "trust.cert-manager.io/v1alpha1 Bundle, v1 ConfigMap"
+    "trust.cert-manager.io/v1alpha1 Bundle, v1 ConfigMap, "
+    "policy.cert-manager.io/v1alpha1 CertificateRequestPolicy"
 )
 
 SPEC_FIELDS = (
@@ -576,7 +577,7 @@ def test_manifests_are_read_from_the_commit_not_the_work_tree(cert_repo: CertRep
 
     assert (result.exit_code, result.stdout, result.stderr) == (
         0,
-        "2 certificate(s) and 2 issuer(s) are valid.\n",
+        "2 certificate(s), 2 issuer(s), 0 bundle(s) and 0 policy(ies) are valid.\n",
         "",
     )
 
@@ -593,7 +594,7 @@ def test_validate_reports_what_is_valid(cert_repo: CertRepo) -> None:
 
     assert (result.exit_code, result.stdout, result.stderr) == (
         0,
-        "2 certificate(s) and 2 issuer(s) are valid.\n",
+        "2 certificate(s), 2 issuer(s), 0 bundle(s) and 0 policy(ies) are valid.\n",
         "",
     )
     assert cert_repo.head() == head
@@ -615,7 +616,7 @@ def test_values_at_the_limits_are_valid(cert_repo: CertRepo) -> None:
 
     assert (result.exit_code, result.stdout, result.stderr) == (
         0,
-        "5 certificate(s) and 2 issuer(s) are valid.\n",
+        "5 certificate(s), 2 issuer(s), 0 bundle(s) and 0 policy(ies) are valid.\n",
         "",
     )
 
@@ -628,7 +629,7 @@ def test_a_yaml_directive_before_the_first_document_is_valid(cert_repo: CertRepo
 
     assert (result.exit_code, result.stdout, result.stderr) == (
         0,
-        "1 certificate(s) and 2 issuer(s) are valid.\n",
+        "1 certificate(s), 2 issuer(s), 0 bundle(s) and 0 policy(ies) are valid.\n",
         "",
     )
 

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from gitcert import pki
-from gitcert.errors import PermanentIssuanceError
+from gitcert.errors import ConfigError, PermanentIssuanceError
 from gitcert.issuers.base import (
     IssuerContext,
     Located,
@@ -271,7 +271,7 @@ class VaultIssuer:
         else:
             token = os.environ.get(TOKEN_ENV, "").strip()
             if not token:
-                raise PermanentIssuanceError(
+                raise ConfigError(
                     f"the Vault issuer {self.spec.key} has no auth and ${TOKEN_ENV} is not set"
                 )
             client.use_token(token)
@@ -297,9 +297,7 @@ def _jwt(auth: JWTAuth) -> str:
     if auth.token_env:
         token = os.environ.get(auth.token_env, "").strip()
         if not token:
-            raise PermanentIssuanceError(
-                f"jwt auth: the environment variable {auth.token_env} is not set"
-            )
+            raise ConfigError(f"jwt auth: the environment variable {auth.token_env} is not set")
         return token
     assert auth.token_file is not None
     try:
