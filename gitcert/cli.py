@@ -259,6 +259,9 @@ def apply(
         the_plan = reconcile.with_author(the_plan, author_name, author_email)
     _warn_uncommitted(repo, ref, the_plan.config)
     render.plan_text(the_plan, stdout)
+    if not the_plan.config.acme_limits.fail:
+        for finding in the_plan.budget:
+            stderr.print(f"[yellow]warning:[/] {escape(finding.message)}")
     result = _apply(the_plan, repo, target) if the_plan.has_changes else None
     if push:
         config = the_plan.config.git
