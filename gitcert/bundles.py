@@ -71,7 +71,10 @@ def parse_certificates(text: str, where: str) -> list[x509.Certificate]:
                 "convert it with `openssl x509 -in FILE` to a plain CERTIFICATE"
             )
         if label != "CERTIFICATE":
-            raise SourceError(f"{where}: holds a {label} block; a bundle takes only certificates")
+            article = "an" if label[0] in "AEIOU" else "a"
+            raise SourceError(
+                f"{where}: holds {article} {label} block; a bundle takes only certificates"
+            )
     for match in _BLOCK.finditer(text):
         try:
             der = base64.b64decode("".join(match.group(2).split()), validate=True)

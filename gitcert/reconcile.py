@@ -249,8 +249,13 @@ def _after_issuer_rotation(
 
 
 def bundle_errors(desired: DesiredState, tree: FileSource, now: datetime) -> list[str]:
-    """Every Bundle source problem in the repo as it is (for validate)."""
-    return _plan_bundles(desired, tree, now, set())[1]
+    """Every Bundle source problem in the repo as it is (for validate).
+
+    A Secret that a Certificate writes is not missing, only not issued yet.
+    """
+    trust = desired.config.cluster_resource_namespace
+    coming = {c.secret_name for c in desired.certificates if c.namespace == trust}
+    return _plan_bundles(desired, tree, now, coming)[1]
 
 
 def _plan_bundles(

@@ -274,3 +274,27 @@ def test_a_ca_rotation_in_one_apply(cert_repo: CertRepo) -> None:
     assert cert_repo.gitcert("apply", now=after).exit_code == 0
     assert held_serials(cert_repo, "team-a") == {second_root["serialNumber"]}
     assert "No changes" in cert_repo.gitcert("plan", now=after).output
+
+
+def test_validate_passes_a_bundle_over_a_ca_not_issued_yet_and_fails_a_pasted_key(
+    cert_repo: CertRepo,
+) -> None:
+    cert_repo.write("manifests/pki.yaml", BOOTSTRAP + ROTATING_BUNDLE)
+    cert_repo.commit()
+    result = cert_repo.gitcert("validate")
+    assert result.exit_code == 0, result.output
+
+    pasted = (
+        "    - inLine: |\n        -----BEGIN EC PRIVATE KEY-----\n        MHcC\n"
+        "        -----END EC PRIVATE KEY-----\n"
+    )
+    cert_repo.write(
+        "manifests/pki.yaml",
+        BOOTSTRAP + ROTATING_BUNDLE.replace("  target:\n", pasted + "  target:\n"),
+    )
+    cert_repo.commit()
+    result = cert_repo.gitcert("validate")
+    assert result.exit_code == 1
+    assert (
+        "spec.sources[1] (inLine): holds an EC PRIVATE KEY block; a bundle takes only certificates"
+    ) in result.output
