@@ -39,6 +39,7 @@ from cryptography.x509.oid import NameOID
 
 from gitcert import durations, names
 from gitcert.model import (
+    SUBJECT_FIELDS,
     AllowedValues,
     CertificateRequestPolicy,
     CertificateSpec,
@@ -153,17 +154,6 @@ Denial = tuple[FieldPath, str]
 Requested = list[tuple[FieldPath, str]]
 """The values a request carries for one policy field, each with the manifest field it is at."""
 
-# spec.allowed.subject's attributes: (their name in manifests, their name in the model).
-_SUBJECT = (
-    ("organizations", "organizations"),
-    ("countries", "countries"),
-    ("organizationalUnits", "organizational_units"),
-    ("localities", "localities"),
-    ("provinces", "provinces"),
-    ("streetAddresses", "street_addresses"),
-    ("postalCodes", "postal_codes"),
-    ("serialNumber", "serial_number"),
-)
 _LITERAL_OIDS = {
     NameOID.COMMON_NAME: "commonName",
     NameOID.ORGANIZATION_NAME: "organizations",
@@ -200,7 +190,7 @@ def _denials(policy: CertificateRequestPolicy, certificate: CertificateSpec) -> 
             choices = _choices(allowed.usages, "usages")
             yield ("spec", "usages", index), f"{_quoted(usage)} is not allowed ({choices})"
 
-    for name, attribute in _SUBJECT:
+    for name, attribute in SUBJECT_FIELDS:
         entry = getattr(allowed.subject, attribute)
         yield from _values(f"subject.{name}", subject.pop(name), entry)
     for field, attribute in subject.get("unknown", []):
@@ -242,14 +232,14 @@ def _requested_subject(certificate: CertificateSpec) -> dict[str, Requested]:
     than let through unchecked.
     """
     request = certificate.request
-    found: dict[str, Requested] = {name: [] for name, _ in _SUBJECT}
+    found: dict[str, Requested] = {name: [] for name, _ in SUBJECT_FIELDS}
     found["commonName"] = []
     if request.literal_subject:
         return _literal_subject(request.literal_subject, found)
 
     if request.common_name:
         found["commonName"] = [(("spec", "commonName"), request.common_name)]
-    for name, attribute in _SUBJECT:
+    for name, attribute in SUBJECT_FIELDS:
         value = getattr(request.subject, attribute)
         values = [value] if isinstance(value, str) and value else list(value or ())
         if name == "serialNumber":

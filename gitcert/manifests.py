@@ -38,6 +38,7 @@ from gitcert.errors import ConfigError, ManifestError, Problem, UserError
 from gitcert.model import (
     CERT_MANAGER_GROUP,
     DEFAULT_DURATION,
+    SUBJECT_FIELDS,
     AcmeLimits,
     AllowedSubject,
     AllowedValues,
@@ -889,17 +890,6 @@ def _store(spec: Mapping[str, Any] | None, default_password: str) -> TrustStore 
 
 # --- CertificateRequestPolicy ---------------------------------------------------------------------
 
-_POLICY_SUBJECT = (
-    ("organizations", "organizations"),
-    ("countries", "countries"),
-    ("organizationalUnits", "organizational_units"),
-    ("localities", "localities"),
-    ("provinces", "provinces"),
-    ("streetAddresses", "street_addresses"),
-    ("postalCodes", "postal_codes"),
-    ("serialNumber", "serial_number"),
-)
-
 
 def _policy(document: Document, policies: dict[str, CertificateRequestPolicy]) -> list[Problem]:
     """Parse an approver-policy CertificateRequestPolicy into ``policies``; its problems."""
@@ -931,7 +921,7 @@ def _policy(document: Document, policies: dict[str, CertificateRequestPolicy]) -
             is_ca=bool(allowed.get("isCA", False)),
             usages=tuple(allowed.get("usages") or ()),
             subject=AllowedSubject(
-                **{attr: _allowed(subject.get(key)) for key, attr in _POLICY_SUBJECT}
+                **{attr: _allowed(subject.get(key)) for key, attr in SUBJECT_FIELDS}
             ),
         ),
         constraints=constraints,

@@ -62,6 +62,19 @@ class KeySpec:
         return self.algorithm if self.algorithm == "Ed25519" else f"{self.algorithm}-{self.size}"
 
 
+# Subject attributes: (their name in manifests, their name in the model).
+SUBJECT_FIELDS = (
+    ("organizations", "organizations"),
+    ("countries", "countries"),
+    ("organizationalUnits", "organizational_units"),
+    ("localities", "localities"),
+    ("provinces", "provinces"),
+    ("streetAddresses", "street_addresses"),
+    ("postalCodes", "postal_codes"),
+    ("serialNumber", "serial_number"),
+)
+
+
 @dataclass(frozen=True)
 class Subject:
     """X.509 subject attributes besides the common name, as cert-manager's ``subject``."""
