@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -546,6 +546,30 @@ def changes(
         ):
             continue  # same content; a passworded PKCS#12 would differ only by its salt
         found.append(BundleChange(bundle.name, path, action, added, removed))
+    return found
+
+
+def stale(
+    paths: Iterable[str], read: Reader, expected: Collection[str], keep: Collection[str]
+) -> list[BundleChange]:
+    """Targets gitcert wrote that no Bundle wants any more: its namespace is no longer
+    selected, or the Bundle is gone. Those of ``keep`` (Bundles that failed to build this
+    time) stay, as every failed bundle keeps its previous targets."""
+    found = []
+    for path in paths:
+        data = read(path)
+        if path in expected or data is None:
+            continue
+        try:
+            document = state.load(data)
+        except ValueError:
+            continue
+        labels = ((document or {}).get("metadata") or {}).get("labels") or {}
+        name = labels.get(BUNDLE_LABEL) if isinstance(labels, Mapping) else None
+        if not name or name in keep:
+            continue  # not a target gitcert made, or one it must keep
+        held = tuple(sorted((subject, f) for f, subject in _held(data).items()))
+        found.append(BundleChange(str(name), path, "delete-bundle", (), held))
     return found
 
 

@@ -268,13 +268,23 @@ def _plan_bundles(
     """
     found: list[bundles.BundleChange] = []
     errors: list[str] = []
+    expected: set[str] = set()
+    failed: set[str] = set()
     for bundle in desired.bundles:
         try:
             built = bundles.build(bundle, desired, tree.read, now, coming)
         except bundles.SourceError as exc:
             errors.append(str(exc))
+            failed.add(bundle.name)
             continue
-        found += bundles.changes(bundle, built, bundles.render(bundle, built, desired), tree.read)
+        if not built.certificates:
+            failed.add(bundle.name)  # all it holds is issued by this run: nothing to show yet
+            continue
+        files = bundles.render(bundle, built, desired)
+        expected |= set(files)
+        found += bundles.changes(bundle, built, files, tree.read)
+    targets = [path for path, _ in tree.walk(desired.config.bundles_path)]
+    found += bundles.stale(targets, tree.read, expected, failed)
     return found, errors
 
 
@@ -427,7 +437,8 @@ class _Run(IssuerContext):
         self.tree = tree
         self.sops = sops
         self.journal = journal
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, bytes | None] = {}
+        """What this run writes, by path; None deletes."""
         self._fresh: dict[str, pki.PrivateKey] = {}
         self._pairs: dict[str, KeyPair] = {}
         self._lock = threading.Lock()
@@ -443,6 +454,10 @@ class _Run(IssuerContext):
             if path in self.files:
                 return self.files[path]
         return self.tree.read(path)
+
+    def delete(self, path: str) -> None:
+        with self._lock:
+            self.files[path] = None
 
     def write(self, path: str, data: bytes, key: pki.PrivateKey | None = None) -> None:
         with self._lock:
@@ -616,19 +631,24 @@ def _settle_journal(journal: gitops.Journal, run: _Run, result: ApplyResult) -> 
 
 
 def _apply_bundles(run: _Run, result: ApplyResult) -> None:
-    """Rebuild every Bundle from the repo as this run leaves it; write what changed."""
+    """Rebuild every Bundle from the repo as this run leaves it; write what changed, and
+    delete the targets no Bundle wants any more."""
     desired = run.plan.desired
+    expected: set[str] = set()
+    failed: set[str] = set()
     for bundle in desired.bundles:
         try:
             built = bundles.build(bundle, desired, run.read, run.plan.now)
         except bundles.SourceError as exc:
             log.error("%s", exc)
             result.bundle_failures.append(str(exc))
+            failed.add(bundle.name)
             continue
         for note in built.notes:
             log.warning("%s", note)
 
         files = bundles.render(bundle, built, desired)
+        expected |= set(files)
         for change in bundles.changes(bundle, built, files, run.read):
             run.write(change.path, files[change.path])
             result.bundle_changes.append(change)
@@ -636,6 +656,15 @@ def _apply_bundles(run: _Run, result: ApplyResult) -> None:
         path = bundles.status_path(desired.config, bundle.name)
         if run.read(path) != status:
             run.write(path, status)
+
+    targets = [p for p, _ in run.tree.walk(desired.config.bundles_path)]
+    for change in bundles.stale(targets, run.read, expected, failed):
+        run.delete(change.path)
+        result.bundle_changes.append(change)
+    names = {b.name for b in desired.bundles}
+    for path, _ in run.tree.walk(f"{desired.config.status_path}/_bundles"):
+        if path.rsplit("/", 1)[-1].removesuffix(".yaml") not in names:
+            run.delete(path)  # the status record of a Bundle that is gone
 
 
 def _execute(run: _Run, change: PlannedChange) -> Outcome:
@@ -910,7 +939,7 @@ def _write_status(run: _Run, change: PlannedChange, status: Status) -> None:
         run.write(path, data)
 
 
-def _refuse_plaintext(tree: FileSource, files: Mapping[str, bytes], config: Config) -> None:
+def _refuse_plaintext(tree: FileSource, files: Mapping[str, bytes | None], config: Config) -> None:
     """The last gate before a commit: every file under the secret paths is encrypted.
 
     Files written in this run are parsed and checked fully; the rest get a byte-level scan
@@ -919,7 +948,7 @@ def _refuse_plaintext(tree: FileSource, files: Mapping[str, bytes], config: Conf
     prefix = config.secrets_path + "/"
     offenders = []
     for path, data in sorted(files.items()):
-        if path.startswith(prefix):
+        if data is not None and path.startswith(prefix):
             problem = encryption_problem(state.load(data)) or (
                 "holds a readable key" if looks_plaintext(data) else None
             )

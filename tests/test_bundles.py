@@ -31,7 +31,7 @@ from gitcert.model import (
     Source,
     TrustStore,
 )
-from tests.conftest import BOOTSTRAP, CertRepo, leaf
+from tests.conftest import BOOTSTRAP, CertRepo, git, leaf
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -298,3 +298,38 @@ def test_validate_passes_a_bundle_over_a_ca_not_issued_yet_and_fails_a_pasted_ke
     assert (
         "spec.sources[1] (inLine): holds an EC PRIVATE KEY block; a bundle takes only certificates"
     ) in result.output
+
+
+def test_targets_no_bundle_wants_are_deleted(cert_repo: CertRepo) -> None:
+    cert_repo.write("manifests/pki.yaml", BOOTSTRAP + leaf("web", "team-a") + ROTATING_BUNDLE)
+    cert_repo.commit()
+    assert cert_repo.gitcert("apply").exit_code == 0
+    files = git(cert_repo.path, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert "bundles/team-a/trust.yaml" in files
+
+    # Select only labelled namespaces: team-a is not labelled, so its target goes.
+    labelled = ROTATING_BUNDLE.replace(
+        "  target:\n", "  target:\n    namespaceSelector: {matchLabels: {trust: 'yes'}}\n"
+    )
+    cert_repo.write(
+        "gitcert.yaml",
+        "apiVersion: gitcert.dev/v1alpha1\nkind: Config\nspec:\n"
+        "  namespaces: {cert-manager: {labels: {trust: 'yes'}}}\n",
+    )
+    cert_repo.write("manifests/pki.yaml", BOOTSTRAP + leaf("web", "team-a") + labelled)
+    cert_repo.commit()
+    plan = json.loads(cert_repo.gitcert("plan", "--format", "json").output)
+    assert [(b["path"], b["action"]) for b in plan["bundles"]] == [
+        ("bundles/team-a/trust.yaml", "delete-bundle")
+    ]
+    assert cert_repo.gitcert("apply").exit_code == 0
+    files = git(cert_repo.path, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert "bundles/team-a/trust.yaml" not in files
+    assert "bundles/cert-manager/trust.yaml" in files
+
+    # The Bundle removed: its targets and its status record go too.
+    cert_repo.write("manifests/pki.yaml", BOOTSTRAP + leaf("web", "team-a"))
+    cert_repo.commit()
+    assert cert_repo.gitcert("apply").exit_code == 0
+    files = git(cert_repo.path, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert [f for f in files if f.startswith(("bundles/", "status/_bundles/"))] == []
