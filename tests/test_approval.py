@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -877,3 +878,30 @@ def test_apply_refuses_to_sign_what_a_policy_denies_in_a_plan_that_was_never_che
     }
     assert [o.change.key.name for o in result.outcomes if o.ok] == ["root-ca"]
     assert not (cert_repo.path / "secrets/team-a/web-tls.yaml").exists()
+
+
+def test_in_github_actions_the_refusal_is_annotated_at_the_wildcards_line(
+    guarded: CertRepo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    guarded.write(
+        "manifests/wild.yaml",
+        leaf("wild", "team-a", dnsNames=["www.example.test", "*.example.test"]),
+    )
+    guarded.commit("a wildcard")
+    summary, output = tmp_path / "summary.md", tmp_path / "output.txt"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(guarded.path))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    monkeypatch.setenv("RUNNER_TEMP", str(tmp_path / "runner"))
+
+    plan = guarded.gitcert("plan")
+
+    assert plan.exit_code == 1
+    annotations = [line for line in plan.output.splitlines() if line.startswith("::error")]
+    assert annotations == [
+        "::error file=manifests/wild.yaml,line=11,title=spec.dnsNames[1]::denied by "
+        'CertificateRequestPolicy no-wildcards: "*.example.test" is not allowed (allowed: '
+        '"app.example.test", "www.example.test")'
+    ]
+    assert "no-wildcards" in summary.read_text()
