@@ -26,16 +26,8 @@ from pyrage import x25519
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gitcert.scaffold import SOPS_RULES  # noqa: E402
 from tests.servers import free_port, start_challtestsrv, start_pebble  # noqa: E402
-
-SOPS_RULES = """\
-stores: {yaml: {indent: 2}}
-creation_rules:
-  - path_regex: ^secrets/.*\\.ya?ml$
-    unencrypted_regex: ^(apiVersion|kind|metadata|type|tls\\.crt|ca\\.crt)$
-    mac_only_encrypted: true
-    age: %s
-"""
 
 
 def make_repo(path: Path, recipient: str, pebble: object, count: int, concurrency: int) -> None:
@@ -45,7 +37,7 @@ def make_repo(path: Path, recipient: str, pebble: object, count: int, concurrenc
         f"apiVersion: gitcert.dev/v1alpha1\nkind: Config\nspec:\n  concurrency: {concurrency}\n"
     )
     (path / "gitcert.yaml").write_text(config)
-    (path / ".sops.yaml").write_text(SOPS_RULES % recipient)
+    (path / ".sops.yaml").write_text(SOPS_RULES.format(recipients=recipient))
     issuer = {
         "apiVersion": "cert-manager.io/v1",
         "kind": "ClusterIssuer",

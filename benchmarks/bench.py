@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -240,13 +240,11 @@ class DictTree(FileSource):
 
     def walk(self, prefix: str) -> list[tuple[str, str]]:
         start = prefix.rstrip("/") + "/"
-        return sorted(
-            (p, reconcile.blob_id(d)) for p, d in self.files.items() if p.startswith(start)
-        )
+        return sorted((p, state.blob_id(d)) for p, d in self.files.items() if p.startswith(start))
 
     def blob_id(self, path: str) -> str | None:
         data = self.files.get(path)
-        return reconcile.blob_id(data) if data is not None else None
+        return state.blob_id(data) if data is not None else None
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -357,28 +355,7 @@ def issue(signer: Signer, spec: CertificateSpec, config: Config) -> dict[str, by
 
 
 def issued_status(spec: CertificateSpec, secret: bytes) -> state.Status:
-    facts = state.secret_facts(secret)
-    cert = facts.certificate
-    assert cert is not None
-    return state.Status(
-        revision=1,
-        last_issuance_reason=policies.SECRET_MISSING,
-        not_before=cert.not_before,
-        not_after=cert.not_after,
-        renewal_time=pki.renewal_time(
-            cert.not_before, cert.not_after, spec.renew_before, spec.renew_before_percentage
-        ),
-        serial_number=cert.serial_number,
-        issuer={
-            "name": spec.issuer_ref.name,
-            "kind": spec.issuer_ref.kind,
-            "group": spec.issuer_ref.group,
-        },
-        request=spec.request,
-        private_key=replace(spec.private_key, rotation_policy="Always"),
-        secret_blob=reconcile.blob_id(secret),
-        secret_facts=facts,
-    )
+    return state.issued_status(spec, secret, revision=1, reason=policies.SECRET_MISSING)
 
 
 def issued_files(seed: dict[str, bytes], count: int, namespaces: int) -> dict[str, bytes]:

@@ -343,3 +343,7 @@ class FileSource:
 
     def blob_id(self, path: str) -> str | None:
         raise NotImplementedError
+
+    def read_blob(self, blob_id: str) -> bytes:
+        """The blob with this id, as :meth:`walk` reports them."""
+        raise NotImplementedError

@@ -423,11 +423,6 @@ class ApplyResult:
         return not self.failed and not self.bundle_failures
 
 
-def blob_id(data: bytes) -> str:
-    """The git object id a blob of ``data`` gets (SHA-1 object format)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
-
-
 class _Run(IssuerContext):
     """Shared, thread-safe state of one apply: files written so far and keys in memory."""
 
@@ -727,31 +722,14 @@ def _issue(run: _Run, change: PlannedChange) -> None:
     )
     run.write(path, secret, key)
 
-    facts = state.secret_facts(secret)
-    assert facts.certificate is not None
-    cert = facts.certificate
     previous = change.actual.status or Status()
-    status = Status(
+    status = state.issued_status(
+        spec,
+        secret,
         revision=previous.revision + 1,
-        last_issuance_reason=change.decision.reason,
-        not_before=cert.not_before,
-        not_after=cert.not_after,
-        renewal_time=signed.renewal_time
-        or pki.renewal_time(
-            cert.not_before, cert.not_after, spec.renew_before, spec.renew_before_percentage
-        ),
-        serial_number=cert.serial_number,
-        issuer={
-            "name": spec.issuer_ref.name,
-            "kind": spec.issuer_ref.kind,
-            "group": spec.issuer_ref.group,
-        },
-        request=spec.request,
-        private_key=replace(spec.private_key, rotation_policy="Always"),
-        secret_blob=blob_id(secret),
-        secret_facts=facts,
+        reason=change.decision.reason,
         suggested_renewal_time=signed.renewal_time,
-        issuer_details=dict(signed.details),
+        details=signed.details,
     )
     _write_status(run, change, status)
 
@@ -873,7 +851,7 @@ def _update_metadata(run: _Run, change: PlannedChange) -> None:
     run.write(path, secret)
     status = replace(
         _refreshed_status(change),
-        secret_blob=blob_id(secret),
+        secret_blob=state.blob_id(secret),
         secret_facts=state.secret_facts(secret),
     )
     _write_status(run, change, status)
@@ -885,11 +863,7 @@ def _refreshed_status(change: PlannedChange) -> Status:
     status = actual.status or Status(
         request=spec.request,
         private_key=replace(spec.private_key, rotation_policy="Always"),
-        issuer={
-            "name": spec.issuer_ref.name,
-            "kind": spec.issuer_ref.kind,
-            "group": spec.issuer_ref.group,
-        },
+        issuer=state.issuer_record(spec),
     )
     cert = actual.secret.certificate if actual.secret else None
     if cert is None:

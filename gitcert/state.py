@@ -412,6 +412,53 @@ def render_status(key: ObjectKey, status: Status) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def blob_id(data: bytes) -> str:
+    """The git object id a blob of ``data`` gets (SHA-1 object format)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def issuer_record(spec: CertificateSpec) -> dict[str, str]:
+    ref = spec.issuer_ref
+    return {"name": ref.name, "kind": ref.kind, "group": ref.group}
+
+
+def issued_status(
+    spec: CertificateSpec,
+    secret: bytes,
+    *,
+    revision: int,
+    reason: str,
+    suggested_renewal_time: datetime | None = None,
+    details: Mapping[str, str] | None = None,
+) -> Status:
+    """The record of a certificate just issued into ``secret`` (its rendered file).
+
+    The facts are read back from the file itself, so the record describes exactly the
+    blob it names, which is what lets a later plan trust it instead of parsing the Secret.
+    """
+    facts = secret_facts(secret)
+    cert = facts.certificate
+    assert cert is not None, "an issued Secret always holds its certificate"
+    return Status(
+        revision=revision,
+        last_issuance_reason=reason,
+        not_before=cert.not_before,
+        not_after=cert.not_after,
+        renewal_time=suggested_renewal_time
+        or pki.renewal_time(
+            cert.not_before, cert.not_after, spec.renew_before, spec.renew_before_percentage
+        ),
+        serial_number=cert.serial_number,
+        issuer=issuer_record(spec),
+        request=spec.request,
+        private_key=replace(spec.private_key, rotation_policy="Always"),
+        secret_blob=blob_id(secret),
+        secret_facts=facts,
+        suggested_renewal_time=suggested_renewal_time,
+        issuer_details=dict(details or {}),
+    )
+
+
 def _key_json(key: KeySpec) -> dict[str, Any]:
     return {"algorithm": key.algorithm, "size": key.size, "encoding": key.encoding}
 
@@ -486,12 +533,8 @@ def gather(tree: FileSource, desired: DesiredState) -> dict[ObjectKey, Actual]:
 
     for spec in desired.certificates:
         spath = secret_path(config, spec.namespace, spec.secret_name)
-        status_data = (
-            tree.read(status_path(config, spec.namespace, spec.name))
-            if (status_path(config, spec.namespace, spec.name) in statuses)
-            else None
-        )
-        status = parse_status(status_data) if status_data is not None else None
+        status_blob = statuses.get(status_path(config, spec.namespace, spec.name))
+        status = parse_status(tree.read_blob(status_blob)) if status_blob else None
         blob = secrets.get(spath)
 
         facts: SecretFacts | None = None

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from pyrage import x25519
 
 from gitcert.cli import cli
+from gitcert.scaffold import SOPS_RULES
 
 NOW = "2026-06-01T12:00:00Z"
 
@@ -27,17 +28,6 @@ kind: Config
 spec:
   git:
     author: {name: gitcert-test, email: test@localhost}
-"""
-
-SOPS_RULES = """\
-stores:
-  yaml:
-    indent: 2
-creation_rules:
-  - path_regex: ^secrets/.*\\.ya?ml$
-    unencrypted_regex: ^(apiVersion|kind|metadata|type|tls\\.crt|ca\\.crt)$
-    mac_only_encrypted: true
-    age: {recipient}
 """
 
 BOOTSTRAP = """\
@@ -114,7 +104,8 @@ class CertRepo:
         self.path = path
         git(path.parent, "init", "-q", "-b", "main", str(path))
         self.write("gitcert.yaml", CONFIG)
-        self.write(".sops.yaml", SOPS_RULES.format(recipient=recipient))
+        # The rules `gitcert init` writes: tests exercise the repos users get.
+        self.write(".sops.yaml", SOPS_RULES.format(recipients=recipient))
 
     def write(self, name: str, text: str | bytes) -> None:
         target = self.path / name
